@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod gguf;
+pub mod model;
 pub mod units;
 
 /// The llama.cpp build whose behaviour this crate models.
