@@ -7,11 +7,21 @@
 //! The format: ggml/include/gguf.h and ggml/src/gguf.cpp in the reference tree; split files as
 //! tools/gguf-split/gguf-split.cpp writes them.
 
+mod error;
 mod ggml_type;
 mod metadata;
+mod reader;
+mod split;
+mod writer;
 
+pub use error::{Count, GgufError, GgufErrorKind, WriteError};
 pub use ggml_type::{GgmlType, TypeId};
 pub use metadata::{Metadata, MetadataArray, MetadataValue, ValueType};
+pub use reader::{
+    ArraySelection, DEFAULT_EAGER_ARRAY_LEN, MAX_ARRAY_NESTING, ReadOptions, read_gguf, read_gguf_file,
+};
+pub use split::{SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS_COUNT, open_model};
+pub use writer::{DataFill, GgufWriter};
 
 use crate::units::Bytes;
 
