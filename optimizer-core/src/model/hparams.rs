@@ -420,7 +420,29 @@ pub(crate) fn read(
             hp.mla = mla_params(keys, kv_lora_rank, q_lora_rank, warnings)?;
         }
     }
+    expert_sizes_as_tensors_use_them(arch, &mut hp);
     Ok(hp)
+}
+
+/// The expert FFN sizes the tensors are shaped with when the keys are absent or not used:
+/// `n_ff / n_expert_used` for the routed experts and `n_ff` for the shared one in the Qwen MoE
+/// models (qwen3next.cpp:53, 70; qwen35moe.cpp:57-58; qwen3moe.cpp:50), and `n_ff_exp *
+/// n_expert_shared` for DeepSeek2's shared experts (deepseek2.cpp:146-148). These use layer 0's
+/// values, as llama.cpp does.
+fn expert_sizes_as_tensors_use_them(arch: &Architecture, hp: &mut Hparams) {
+    match arch {
+        Architecture::Qwen3Next | Architecture::Qwen35Moe | Architecture::Qwen3Moe => {
+            if hp.n_ff_exp[0] == 0 {
+                let fallback = hp.n_ff[0].checked_div(hp.n_expert_used[0]).unwrap_or(0);
+                hp.n_ff_exp.fill(fallback);
+            }
+            if hp.n_ff_shexp == 0 && *arch != Architecture::Qwen3Moe {
+                hp.n_ff_shexp = hp.n_ff[0];
+            }
+        }
+        Architecture::Deepseek2 => hp.n_ff_shexp = hp.n_ff_exp[0].saturating_mul(hp.n_expert_shared),
+        _ => {}
+    }
 }
 
 /// MLA is on iff both `key_length_mla` and `value_length_mla` are non-zero (llama-hparams.cpp:298-303,

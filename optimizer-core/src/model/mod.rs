@@ -150,9 +150,12 @@ pub struct ModelDescription {
     pub n_expert: u32,
     /// The most experts any layer routes to (`n_expert_used_max`, llama-hparams.cpp:90-97).
     pub n_expert_used: u32,
-    /// `expert_feed_forward_length` of layer 0 (per layer in [`LayerInfo::n_ff_exp`]).
+    /// `expert_feed_forward_length` of layer 0 (per layer in [`LayerInfo::n_ff_exp`]); for the Qwen MoE
+    /// models without the key, `n_ff / n_expert_used`, as their tensors are shaped.
     pub n_ff_exp: u32,
-    /// `expert_shared_feed_forward_length` (0 if absent).
+    /// The shared expert block's FFN width as the architecture shapes its tensors:
+    /// `expert_shared_feed_forward_length`, or `feed_forward_length` when that is absent (Qwen3-Next,
+    /// Qwen3.5 MoE); `expert_feed_forward_length × expert_shared_count` for DeepSeek2; 0 if none.
     pub n_ff_shexp: u32,
     /// `expert_shared_count` (0 if absent).
     pub n_expert_shared: u32,

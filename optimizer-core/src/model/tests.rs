@@ -193,6 +193,7 @@ fn glm_4_7_flash_published_layout() {
     assert_eq!(m.total_bytes(), Bytes::new(31_833_324_032));
     assert_eq!((m.n_layer_all, m.n_nextn, m.n_vocab), (47, 0, 154_880));
     assert_eq!((m.n_expert, m.n_expert_used, m.n_expert_shared, m.n_layer_dense_lead), (64, 4, 1, 1));
+    assert_eq!((m.n_ff_exp, m.n_ff_shexp, m.layers[0].n_ff), (1536, 1536, 10_240));
     assert_eq!(
         m.mla,
         Some(MlaParams { kv_lora_rank: 512, q_lora_rank: 768, key_length_mla: 256, value_length_mla: 256 })
@@ -247,6 +248,19 @@ fn glm_4_7_flash_with_a_nextn_block() {
     assert_eq!(role(&m, "blk.47.attn_q_b.weight"), TensorRole::Attention(AttentionPart::QB));
     assert_eq!(Some(m.loaded_bytes(false)), m.total_bytes().checked_sub(m.layer_bytes(47)));
     assert_eq!(m.loaded_bytes(true), m.total_bytes());
+}
+
+#[test]
+fn expert_sizes_fall_back_as_the_tensors_are_shaped() {
+    let b = testing::qwen3_coder_next(4, false)
+        .without_arch("expert_feed_forward_length")
+        .without_arch("expert_shared_feed_forward_length");
+    let m = describe(b);
+    // feed_forward_length 5120 over 10 experts used; the shared expert takes feed_forward_length.
+    assert_eq!((m.n_ff_exp, m.layers[2].n_ff_exp, m.n_ff_shexp), (512, 512, 5120));
+    // DeepSeek2's shared experts are expert_feed_forward_length wide, times their count.
+    let m = describe(testing::glm_4_7_flash(2, false).u32("expert_shared_count", 2));
+    assert_eq!((m.n_ff_exp, m.n_ff_shexp), (1536, 3072));
 }
 
 #[test]
