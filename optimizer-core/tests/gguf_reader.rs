@@ -488,15 +488,15 @@ fn rejects_string_length_too_large() {
         kind,
         GgufErrorKind::CountTooLarge { what: Count::StringLength { .. }, remaining: 19, .. }
     ));
-    // a string inside a skipped string array
+    // a string inside a skipped string array (longer than DEFAULT_EAGER_ARRAY_LEN, so skipped)
     let raw = Raw::header(3, 0, 1)
         .str("arr")
         .u32(9)
         .u32(ValueType::String.id())
-        .u64(100)
-        .u64(1000)
-        .bytes(&[0; 800]);
-    rejected(raw, "length of an element of 'arr' at offset 51 is '1000', too large: 800 bytes are left");
+        .u64(600)
+        .u64(10_000)
+        .bytes(&[0; 4800]);
+    rejected(raw, "length of an element of 'arr' at offset 51 is '10000', too large: 4800 bytes are left");
 }
 
 #[test]

@@ -25,8 +25,11 @@ use crate::units::Bytes;
 /// the format allows them, so we read a few levels and refuse deeper files.
 pub const MAX_ARRAY_NESTING: u32 = 8;
 
-/// Arrays of at most this many elements are loaded unless [`ReadOptions`] says otherwise.
-pub const DEFAULT_EAGER_ARRAY_LEN: u64 = 64;
+/// Arrays of at most this many elements are loaded unless [`ReadOptions`] says otherwise. As many as
+/// a model may have blocks (`LLAMA_MAX_LAYERS`, llama-hparams.h:11), so that per-layer arrays
+/// (`head_count_kv`, `recurrent_layers`, `sliding_window_pattern`, ...) are always there for the
+/// model description; tokenizer arrays are far longer and stay skipped.
+pub const DEFAULT_EAGER_ARRAY_LEN: u64 = 512;
 
 /// The longest string gguf.cpp reads (`GGUF_MAX_STRING_LENGTH`, gguf.cpp:20).
 const MAX_STRING_LENGTH: u64 = 1024 * 1024 * 1024;

@@ -629,3 +629,37 @@ fn duplicate_tensor_names() {
     let e = ModelDescription::from_gguf(&m).unwrap_err();
     assert_eq!(e.to_string(), "test-1.gguf: tensor \"blk.0.attn_q.weight\" appears more than once");
 }
+
+#[test]
+fn written_and_read_back_through_the_reader() {
+    use crate::gguf::{DataFill, GgufFile, GgufModel, GgufWriter, ReadOptions, Shard, read_gguf};
+
+    let round_trip = |model: &GgufModel| {
+        let shard = &model.shards[0];
+        let mut w = GgufWriter::new();
+        for (k, v) in shard.file.metadata.entries() {
+            w.add_metadata(k.clone(), v.clone());
+        }
+        for t in &shard.file.tensors {
+            w.add_tensor(t.name.clone(), &t.dims, t.ggml_type).unwrap();
+        }
+        let bytes = w.to_bytes(DataFill::HeaderOnly);
+        let file: GgufFile = read_gguf(std::io::Cursor::new(bytes), &ReadOptions::default()).unwrap();
+        let read = GgufModel { shards: vec![Shard { path: shard.path.clone(), file }] };
+        ModelDescription::from_gguf(&read).unwrap()
+    };
+
+    let glm = testing::glm_4_7_flash(47, true).build();
+    let direct = ModelDescription::from_gguf(&glm).unwrap();
+    let read = round_trip(&glm);
+    assert_eq!(read.layers, direct.layers);
+    assert_eq!(read.total_bytes(), direct.total_bytes());
+    assert_eq!(read.tensors.len(), 866);
+    assert_eq!(read.n_vocab, 154_880);
+
+    // A per-layer array as long as the longest allowed is loaded by default.
+    let kv: Vec<u32> = (0..512).map(|i| i % 3).collect();
+    let deep = testing::toy("qwen3", 512).u32s("attention.head_count_kv", &kv).build();
+    let m = round_trip(&deep);
+    assert_eq!((m.layers[510].n_embd_k_gqa, m.layers[511].n_embd_k_gqa), (0, 16));
+}
