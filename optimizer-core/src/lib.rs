@@ -21,6 +21,7 @@
 
 pub mod gguf;
 pub mod model;
+pub mod settings;
 pub mod units;
 
 /// The llama.cpp build whose behaviour this crate models.
