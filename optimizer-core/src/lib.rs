@@ -21,6 +21,7 @@
 
 pub mod gguf;
 pub mod model;
+pub mod profile;
 pub mod settings;
 pub mod units;
 

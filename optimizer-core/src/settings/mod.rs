@@ -17,7 +17,7 @@
 
 mod error;
 mod flag_table;
-mod flags;
+pub(crate) mod flags;
 mod parse;
 mod render;
 #[cfg(test)]
