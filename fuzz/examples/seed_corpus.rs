@@ -68,7 +68,10 @@ fn seeds() -> Vec<(String, GgufWriter)> {
 
     let mut w = GgufWriter::new();
     w.add_metadata("general.alignment", MetadataValue::U32(64));
-    for (i, t) in [GgmlType::Iq4Xs, GgmlType::Nvfp4, GgmlType::Q1_0, GgmlType::Q2_0, GgmlType::Bf16].into_iter().enumerate() {
+    for (i, t) in [GgmlType::Iq4Xs, GgmlType::Nvfp4, GgmlType::Q1_0, GgmlType::Q2_0, GgmlType::Bf16]
+        .into_iter()
+        .enumerate()
+    {
         w.add_tensor(format!("blk.{i}.ffn_down_exps.weight"), &[256, 2, 3], t).unwrap();
     }
     out.push(("aligned64".to_owned(), w));
@@ -105,8 +108,11 @@ fn main() {
         std::fs::write(open_dir.join(name), one).unwrap();
     }
     // The three shards as one open_model input: control 2 + 3 * k (three files, open file k).
-    let shards: Vec<Vec<u8>> =
-        seeds.iter().filter(|(n, _)| n.starts_with("shard")).map(|(_, w)| w.to_bytes(DataFill::Zeros)).collect();
+    let shards: Vec<Vec<u8>> = seeds
+        .iter()
+        .filter(|(n, _)| n.starts_with("shard"))
+        .map(|(_, w)| w.to_bytes(DataFill::Zeros))
+        .collect();
     for k in 0..3u8 {
         let mut input = vec![2 + 3 * k];
         for s in &shards[..2] {

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
             for ((k1, v1), (k2, v2)) in lazy.metadata.entries().iter().zip(full.metadata.entries()) {
                 assert_eq!(k1, k2);
                 if !matches!(v1, MetadataValue::Array(_)) {
-                    assert!(v1 == v2 || matches!(v1, MetadataValue::F32(f) if f.is_nan()) || matches!(v1, MetadataValue::F64(f) if f.is_nan()));
+                    assert!(
+                        v1 == v2
+                            || matches!(v1, MetadataValue::F32(f) if f.is_nan())
+                            || matches!(v1, MetadataValue::F64(f) if f.is_nan())
+                    );
                 }
             }
             let file = full;

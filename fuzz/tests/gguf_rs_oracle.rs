@@ -9,7 +9,8 @@
 use std::path::Path;
 
 use optimizer_core::gguf::{
-    DataFill, GgmlType, GgufFile, GgufWriter, MetadataArray, MetadataValue, ReadOptions, ValueType, read_gguf_file,
+    DataFill, GgmlType, GgufFile, GgufWriter, MetadataArray, MetadataValue, ReadOptions, ValueType,
+    read_gguf_file,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -97,7 +98,10 @@ fn assert_agree(ours: &GgufFile, theirs: &gguf_rs::GGUFModel) {
     }
     assert_eq!(ours.tensors.len(), theirs.tensors().len());
     for (o, t) in ours.tensors.iter().zip(theirs.tensors()) {
-        assert_eq!((o.name.as_str(), &o.dims, o.ggml_type.id(), o.offset), (t.name.as_str(), &t.shape, t.kind, t.offset));
+        assert_eq!(
+            (o.name.as_str(), &o.dims, o.ggml_type.id(), o.offset),
+            (t.name.as_str(), &t.shape, t.kind, t.offset)
+        );
         if !SIZED_WRONG.contains(&o.ggml_type) {
             assert_eq!(o.size.get(), t.size, "{}", o.name);
         }
@@ -149,11 +153,9 @@ fn value() -> impl Strategy<Value = MetadataValue> {
     prop::sample::select(SCALAR_TYPES.to_vec()).prop_flat_map(|ty| {
         prop_oneof![
             scalar(ty),
-            prop::collection::vec(scalar(ty), 0..80).prop_map(move |values| MetadataValue::Array(MetadataArray {
-                element_type: ty,
-                len: values.len() as u64,
-                values: Some(values),
-            })),
+            prop::collection::vec(scalar(ty), 0..80).prop_map(move |values| MetadataValue::Array(
+                MetadataArray { element_type: ty, len: values.len() as u64, values: Some(values) }
+            )),
         ]
     })
 }
@@ -217,8 +219,16 @@ fn gguf_rs_misreads_types_our_models_use() {
     assert_eq!(size_by_gguf_rs(GgmlType::Q1_0).1.unwrap().unwrap_err(), "invalid GGML type");
 
     let mut w = GgufWriter::new();
-    let inner = MetadataValue::Array(MetadataArray { element_type: ValueType::U8, len: 0, values: Some(vec![]) });
-    w.add_metadata("nested", MetadataValue::Array(MetadataArray { element_type: ValueType::Array, len: 1, values: Some(vec![inner]) }));
+    let inner =
+        MetadataValue::Array(MetadataArray { element_type: ValueType::U8, len: 0, values: Some(vec![]) });
+    w.add_metadata(
+        "nested",
+        MetadataValue::Array(MetadataArray {
+            element_type: ValueType::Array,
+            len: 1,
+            values: Some(vec![inner]),
+        }),
+    );
     let path = write(dir.path(), &w);
     assert!(read_gguf_file(&path, &ReadOptions::default()).is_ok());
     assert!(gguf_rs(&path).is_err());

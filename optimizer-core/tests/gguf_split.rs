@@ -123,7 +123,7 @@ fn missing_shards_are_all_listed() {
     assert_eq!(err.path(), Some(paths[2].as_path()));
     match err.kind() {
         GgufErrorKind::ShardMissing { missing, split_count: 4 } => {
-            assert_eq!(missing, &[paths[1].clone(), paths[3].clone()])
+            assert_eq!(missing, &[paths[1].clone(), paths[3].clone()]);
         }
         other => panic!("{other:?}"),
     }
