@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod gguf;
+pub mod layout;
 pub mod model;
 pub mod profile;
 pub mod settings;
