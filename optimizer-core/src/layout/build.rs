@@ -108,7 +108,7 @@ impl LayoutSpec {
         // source tensors, with their converter types
         let mut tensors: Vec<(LayoutTensor, GgmlType)> = Vec::new();
         for t in &self.globals {
-            tensors.push(self.instantiate(&env, t, t.name.clone())?);
+            tensors.push(Self::instantiate(&env, t, t.name.clone())?);
         }
         for i in 0..n_layer {
             env.layer = Some(i);
@@ -119,7 +119,7 @@ impl LayoutSpec {
                     }
                 }
                 for t in &g.tensors {
-                    tensors.push(self.instantiate(&env, t, format!("blk.{i}.{}", t.name))?);
+                    tensors.push(Self::instantiate(&env, t, format!("blk.{i}.{}", t.name))?);
                 }
             }
         }
@@ -142,7 +142,11 @@ impl LayoutSpec {
         })
     }
 
-    fn instantiate(&self, env: &Env<'_>, t: &TensorSpec, name: String) -> Result<(LayoutTensor, GgmlType), LayoutError> {
+    fn instantiate(
+        env: &Env<'_>,
+        t: &TensorSpec,
+        name: String,
+    ) -> Result<(LayoutTensor, GgmlType), LayoutError> {
         let mut dims = Vec::with_capacity(t.shape.len());
         for e in &t.shape {
             let v = env.eval(e)?;
@@ -192,7 +196,9 @@ impl LayoutSpec {
         };
         vars.insert("name_suffix", suffix);
         let tokenizer_note = match &vocab {
-            Some((v, n)) if v.tokens.len() != *n => format!("tokenizer shortened to {} of {n} tokens", v.tokens.len()),
+            Some((v, n)) if v.tokens.len() != *n => {
+                format!("tokenizer shortened to {} of {n} tokens", v.tokens.len())
+            }
             _ => "full-length tokenizer".to_owned(),
         };
         let data_note = if options.sparse { "data sparse-zero" } else { "data absent" };
@@ -205,7 +211,9 @@ impl LayoutSpec {
             let int = |e: &super::Expr| env.eval(e);
             let value = match &entry.value {
                 MetaValueSpec::String(s) => MetadataValue::String(s.clone()),
-                MetaValueSpec::Template(template) => MetadataValue::String(fill(template, &vars).map_err(bad)?),
+                MetaValueSpec::Template(template) => {
+                    MetadataValue::String(fill(template, &vars).map_err(bad)?)
+                }
                 MetaValueSpec::U16(e) => {
                     let v = int(e)?;
                     MetadataValue::U16(u16::try_from(v).map_err(|_| bad(format!("{v} does not fit in u16")))?)
@@ -288,7 +296,11 @@ fn assign_types(
             }
             None if source == GgmlType::F32 => GgmlType::F32,
             None => {
-                return Err(LayoutError::UnassignedTensor { quant: quant.to_owned(), tensor: t.name, source_type: source });
+                return Err(LayoutError::UnassignedTensor {
+                    quant: quant.to_owned(),
+                    tensor: t.name,
+                    source_type: source,
+                });
             }
         };
         let size = t.ggml_type.tensor_bytes(&t.dims).ok_or_else(|| LayoutError::BadShape {

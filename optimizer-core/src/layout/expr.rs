@@ -131,7 +131,11 @@ impl Expr {
         self.eval_node(&self.node, lookup)
     }
 
-    fn eval_node<E>(&self, node: &Node, lookup: &mut dyn FnMut(&str) -> Result<Option<i64>, E>) -> Result<i64, E>
+    fn eval_node<E>(
+        &self,
+        node: &Node,
+        lookup: &mut dyn FnMut(&str) -> Result<Option<i64>, E>,
+    ) -> Result<i64, E>
     where
         E: From<ExprError>,
     {
@@ -141,7 +145,9 @@ impl Expr {
             Node::Name(name) => match lookup(name)? {
                 Some(v) => v,
                 None => {
-                    return Err(ExprError::UnknownName { expr: self.source.clone(), name: name.clone() }.into());
+                    return Err(
+                        ExprError::UnknownName { expr: self.source.clone(), name: name.clone() }.into()
+                    );
                 }
             },
             Node::Not(a) => i64::from(self.eval_node(a, lookup)? == 0),
@@ -184,7 +190,8 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, expected: &str) -> ExprError {
-        let found = self.src[self.pos..].chars().next().map_or_else(|| "the end".to_owned(), |c| format!("{c:?}"));
+        let found =
+            self.src[self.pos..].chars().next().map_or_else(|| "the end".to_owned(), |c| format!("{c:?}"));
         ExprError::Syntax {
             expr: self.src.to_owned(),
             position: self.pos,
@@ -200,14 +207,8 @@ impl Parser<'_> {
     fn peek_op(&mut self) -> Option<(Op, usize)> {
         self.skip_ws();
         let rest = &self.src[self.pos..];
-        let two = [
-            ("||", Op::Or),
-            ("&&", Op::And),
-            ("==", Op::Eq),
-            ("!=", Op::Ne),
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-        ];
+        let two =
+            [("||", Op::Or), ("&&", Op::And), ("==", Op::Eq), ("!=", Op::Ne), ("<=", Op::Le), (">=", Op::Ge)];
         for (text, op) in two {
             if rest.starts_with(text) {
                 return Some((op, 2));

@@ -34,8 +34,11 @@
 
 mod build;
 mod expr;
+mod model;
 mod spec;
 mod split;
+#[cfg(test)]
+mod tests;
 mod tokenizer;
 
 use std::collections::BTreeMap;
@@ -214,6 +217,14 @@ pub enum LayoutError {
         requested: u64,
         /// The spec's layer count.
         max: u64,
+    },
+    /// A layout that the GGUF writer refuses, or whose bytes do not read back.
+    #[error("cannot write {file:?}: {message}")]
+    Write {
+        /// The file.
+        file: String,
+        /// The writer's or reader's message.
+        message: String,
     },
     /// A split that `gguf-split` would refuse.
     #[error("cannot split {file:?}: tensor {tensor:?} alone is larger than the {max_bytes}-byte limit")]

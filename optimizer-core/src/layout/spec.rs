@@ -136,7 +136,8 @@ pub(super) struct LayerSet {
 
 impl LayerSet {
     pub fn parse(text: &str) -> Result<LayerSet, LayoutError> {
-        let bad = |message: &str| LayoutError::BadLayerList { list: text.to_owned(), message: message.to_owned() };
+        let bad =
+            |message: &str| LayoutError::BadLayerList { list: text.to_owned(), message: message.to_owned() };
         let mut ranges = Vec::new();
         for part in text.split(',') {
             let part = part.trim();
@@ -342,7 +343,9 @@ fn meta_of(raw: RawMeta) -> Result<MetaEntry, LayoutError> {
             _ => {
                 return Err(LayoutError::BadMetadata {
                     key,
-                    message: format!("cannot generate {g:?}; expected \"tokens\", \"token_types\" or \"merges\""),
+                    message: format!(
+                        "cannot generate {g:?}; expected \"tokens\", \"token_types\" or \"merges\""
+                    ),
                 });
             }
         }));
@@ -382,14 +385,20 @@ impl LayoutSpec {
                 });
             }
         }
-        let derived =
-            raw.derived.into_iter().map(|(k, v)| Ok((k, Expr::parse(&v)?))).collect::<Result<_, LayoutError>>()?;
+        let derived = raw
+            .derived
+            .into_iter()
+            .map(|(k, v)| Ok((k, Expr::parse(&v)?)))
+            .collect::<Result<_, LayoutError>>()?;
 
         let mut metadata = Vec::with_capacity(raw.metadata.keys.len());
         for m in raw.metadata.keys {
             let entry = meta_of(m)?;
             if metadata.iter().any(|e: &MetaEntry| e.key == entry.key) {
-                return Err(LayoutError::BadMetadata { key: entry.key, message: "the key appears twice".to_owned() });
+                return Err(LayoutError::BadMetadata {
+                    key: entry.key,
+                    message: "the key appears twice".to_owned(),
+                });
             }
             metadata.push(entry);
         }
@@ -407,14 +416,19 @@ impl LayoutSpec {
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                Ok::<_, LayoutError>(TokenizerSpec { tokens: expr_of(t.tokens)?, merges: expr_of(t.merges)?, special })
+                Ok::<_, LayoutError>(TokenizerSpec {
+                    tokens: expr_of(t.tokens)?,
+                    merges: expr_of(t.merges)?,
+                    special,
+                })
             })
             .transpose()?;
         let generates = metadata.iter().any(|e| matches!(e.value, MetaValueSpec::Generated(_)));
         if generates && tokenizer.is_none() {
             return Err(LayoutError::BadMetadata {
                 key: "tokenizer".to_owned(),
-                message: "metadata generates tokenizer arrays but the spec has no [tokenizer] table".to_owned(),
+                message: "metadata generates tokenizer arrays but the spec has no [tokenizer] table"
+                    .to_owned(),
             });
         }
 
@@ -422,7 +436,8 @@ impl LayoutSpec {
         if let Some(t) = globals.iter().find(|t| t.name.starts_with("blk.")) {
             return Err(LayoutError::BadShape {
                 tensor: t.name.clone(),
-                message: "a global tensor cannot be named blk.*; put it in a [[tensors.layer]] group".to_owned(),
+                message: "a global tensor cannot be named blk.*; put it in a [[tensors.layer]] group"
+                    .to_owned(),
             });
         }
         let groups = raw
@@ -453,7 +468,10 @@ impl LayoutSpec {
                         })
                     })
                     .collect::<Result<_, LayoutError>>()?;
-                let split = q.split.map(|s| SplitSpec { max_bytes: s.max_bytes, metadata_only_first: s.metadata_only_first });
+                let split = q.split.map(|s| SplitSpec {
+                    max_bytes: s.max_bytes,
+                    metadata_only_first: s.metadata_only_first,
+                });
                 Ok((name, QuantSpec { file: q.file, file_type: q.file_type, split, rules }))
             })
             .collect::<Result<_, LayoutError>>()?;

@@ -38,7 +38,9 @@ impl Layout {
         };
         // gguf-split.cpp:256-268: a new file starts when the current one's tensor bytes (each padded
         // to the default alignment) would pass the limit; the first file may be kept tensor-free.
-        let mut ranges: Vec<Range<usize>> = vec![0..0];
+        // one empty range per file started so far: the first file, always
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        ranges.push(0..0);
         if split.metadata_only_first {
             ranges.push(0..0);
         }
@@ -104,7 +106,15 @@ mod tests {
             .collect();
         let mut metadata = Metadata::default();
         metadata.insert("general.architecture", MetadataValue::String("llama".into()));
-        Layout { model: "m".into(), quant: "q".into(), n_layer: 0, metadata, tensors, file: "d/m-Q.gguf".into(), split }
+        Layout {
+            model: "m".into(),
+            quant: "q".into(),
+            n_layer: 0,
+            metadata,
+            tensors,
+            file: "d/m-Q.gguf".into(),
+            split,
+        }
     }
 
     #[test]
@@ -145,7 +155,10 @@ mod tests {
     fn a_tensor_larger_than_the_limit_cannot_be_split() {
         let split = SplitSpec { max_bytes: 40, metadata_only_first: true };
         let err = layout(&[50, 30], Some(split)).shards().unwrap_err();
-        assert_eq!(err, LayoutError::SplitTooSmall { file: "d/m-Q.gguf".into(), tensor: "t0".into(), max_bytes: 40 });
+        assert_eq!(
+            err,
+            LayoutError::SplitTooSmall { file: "d/m-Q.gguf".into(), tensor: "t0".into(), max_bytes: 40 }
+        );
         // a big tensor after others gets a file of its own, as in gguf-split
         let s = layout(&[30, 50, 30], Some(split)).shards().unwrap();
         assert_eq!(s.iter().map(|s| s.tensors.clone()).collect::<Vec<_>>(), [0..0, 0..1, 1..2, 2..3]);

@@ -45,7 +45,12 @@ pub(crate) struct Vocab {
 impl Vocab {
     /// Builds the arrays. `special` maps real ids to token strings; in [`TokenizerMode::Full`] every id
     /// must be below `n_tokens` (the caller checks).
-    pub fn build(mode: TokenizerMode, n_tokens: usize, n_merges: usize, special: &BTreeMap<u64, String>) -> Vocab {
+    pub fn build(
+        mode: TokenizerMode,
+        n_tokens: usize,
+        n_merges: usize,
+        special: &BTreeMap<u64, String>,
+    ) -> Vocab {
         let bytes = byte_tokens();
         let (mut tokens, mut types): (Vec<String>, Vec<i32>) = match mode {
             TokenizerMode::Short => {
@@ -65,7 +70,7 @@ impl Vocab {
                 let mut types = vec![TOKEN_NORMAL; tokens.len()];
                 for (&id, s) in special {
                     if let Some(i) = usize::try_from(id).ok().filter(|&i| i < tokens.len()) {
-                        tokens[i] = s.clone();
+                        tokens[i].clone_from(s);
                         types[i] = TOKEN_CONTROL;
                     }
                 }
@@ -123,7 +128,8 @@ fn string_array(items: &[String]) -> MetadataValue {
 /// bytes as U+0100 onwards.
 fn byte_tokens() -> Vec<String> {
     let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut tokens: Vec<String> = (0..256u32).filter(|&b| printable(b)).filter_map(char::from_u32).map(String::from).collect();
+    let mut tokens: Vec<String> =
+        (0..256u32).filter(|&b| printable(b)).filter_map(char::from_u32).map(String::from).collect();
     tokens.extend((256..256 + 68u32).filter_map(char::from_u32).map(String::from));
     tokens
 }
@@ -154,7 +160,10 @@ mod tests {
     use super::*;
 
     fn qwen_special() -> BTreeMap<u64, String> {
-        [(151_643, "<|endoftext|>"), (151_645, "<|im_end|>")].into_iter().map(|(i, s)| (i, s.to_owned())).collect()
+        [(151_643, "<|endoftext|>"), (151_645, "<|im_end|>")]
+            .into_iter()
+            .map(|(i, s)| (i, s.to_owned()))
+            .collect()
     }
 
     #[test]
@@ -176,7 +185,9 @@ mod tests {
         assert_eq!((v.types[151_645], v.types[151_644]), (TOKEN_CONTROL, TOKEN_NORMAL));
         let avg = v.tokens.iter().map(String::len).sum::<usize>() as f64 / v.tokens.len() as f64;
         assert!((7.0..10.0).contains(&avg), "average token length {avg}");
-        assert!(v.merges.iter().all(|m| m.matches(' ').count() == 1 && !m.starts_with(' ') && !m.ends_with(' ')));
+        assert!(
+            v.merges.iter().all(|m| m.matches(' ').count() == 1 && !m.starts_with(' ') && !m.ends_with(' '))
+        );
         // Llama-3 has more merges than synthetic tokens: they must still be distinct
         let l = Vocab::build(TokenizerMode::Full, 128_256, 280_147, &BTreeMap::new());
         assert_eq!(l.merges.iter().collect::<BTreeSet<_>>().len(), 280_147);
