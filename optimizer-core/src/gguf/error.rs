@@ -524,3 +524,43 @@ pub enum WriteError {
         dims: Vec<u64>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_missing_shards_is_cut_short_in_the_message_only() {
+        let missing: Vec<PathBuf> =
+            (2..=30).map(|i| PathBuf::from(format!("m-{i:05}-of-00030.gguf"))).collect();
+        let err = GgufError::new(
+            Some("m-00001-of-00030.gguf".into()),
+            GgufErrorKind::ShardMissing { missing, split_count: 30 },
+        );
+        let message = err.to_string();
+        assert!(message.starts_with(
+            "m-00001-of-00030.gguf: split model is missing 29 of its 30 files:\n  m-00002-of-00030.gguf\n"
+        ));
+        assert!(message.contains("\n  m-00021-of-00030.gguf\n  and 9 more\nhint: "), "{message}");
+        assert!(!message.contains("m-00022"));
+        assert!(
+            matches!(err.into_kind(), GgufErrorKind::ShardMissing { missing, .. } if missing.len() == 29)
+        );
+    }
+
+    #[test]
+    fn magic_bytes_are_shown_printable() {
+        assert_eq!(show_bytes(b"GG\x00\xff"), "GG\\x00\\xff");
+        assert!(magic_hint(*b"<!DO").contains("HTML"));
+        assert!(magic_hint(*b"{\"er").contains("JSON"));
+        assert_eq!(magic_hint(*b"GGML"), "");
+    }
+
+    #[test]
+    fn io_errors_keep_their_cause_as_source() {
+        let err = GgufError::from(GgufErrorKind::io(Some(8), io::Error::other("disk on fire")));
+        assert_eq!(err.to_string(), "could not read the file at offset 8");
+        assert_eq!(std::error::Error::source(&err).map(ToString::to_string), Some("disk on fire".into()));
+        assert_eq!(err.path(), None);
+    }
+}

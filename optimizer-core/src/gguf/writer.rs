@@ -307,3 +307,114 @@ fn write_default(out: &mut impl Write, ty: ValueType) -> io::Result<()> {
         None => write_zeros(out, 4 + 8),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_gguf_write_out_byte_for_byte() {
+        let mut w = GgufWriter::new();
+        w.add_metadata("a", MetadataValue::U8(7));
+        w.add_tensor("t", &[2], GgmlType::F32).unwrap();
+        let mut expected = Vec::new();
+        expected.extend(b"GGUF");
+        expected.extend(3u32.to_le_bytes());
+        expected.extend(1u64.to_le_bytes()); // tensors
+        expected.extend(1u64.to_le_bytes()); // key-value pairs
+        expected.extend(1u64.to_le_bytes());
+        expected.extend(b"a");
+        expected.extend(0u32.to_le_bytes()); // GGUF_TYPE_UINT8
+        expected.push(7);
+        expected.extend(1u64.to_le_bytes());
+        expected.extend(b"t");
+        expected.extend(1u32.to_le_bytes()); // n_dims
+        expected.extend(2u64.to_le_bytes());
+        expected.extend(0u32.to_le_bytes()); // GGML_TYPE_F32
+        expected.extend(0u64.to_le_bytes()); // offset
+        assert_eq!(expected.len(), 71);
+        expected.resize(96, 0);
+        assert_eq!(w.to_bytes(DataFill::HeaderOnly), expected);
+        assert_eq!((w.data_offset(), w.data_size()), (96, 32));
+        let mut full = expected;
+        full.resize(128, 0);
+        assert_eq!(w.to_bytes(DataFill::Zeros), full);
+        let mut sink = Vec::new();
+        assert_eq!(w.write_header(&mut sink).unwrap(), 96);
+    }
+
+    #[test]
+    fn add_tensor_refuses_what_a_reader_would_reject() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("a", &[32], GgmlType::Q8_0).unwrap();
+        assert_eq!(
+            w.add_tensor("a", &[32], GgmlType::F32),
+            Err(WriteError::DuplicateTensor { name: "a".into() })
+        );
+        let long = "x".repeat(64);
+        assert!(matches!(
+            w.add_tensor(long, &[1], GgmlType::F32),
+            Err(WriteError::NameTooLong { len: 64, .. })
+        ));
+        for dims in [&[][..], &[1, 1, 1, 1, 1], &[4, 0], &[1 << 63]] {
+            assert!(
+                matches!(w.add_tensor("b", dims, GgmlType::F32), Err(WriteError::InvalidShape { .. })),
+                "{dims:?}"
+            );
+        }
+        assert_eq!(
+            w.add_tensor("b", &[100], GgmlType::Q4K),
+            Err(WriteError::BlockSize { name: "b".into(), ggml_type: GgmlType::Q4K, ne0: 100 })
+        );
+        let err = w.add_tensor("b", &[1 << 40, 1 << 22], GgmlType::F32).unwrap_err();
+        assert!(matches!(err, WriteError::TooLarge { .. }));
+        assert_eq!(err.to_string(), "tensor 'b' of shape [1099511627776, 4194304] would not fit in a file");
+        assert_eq!(w.tensor_infos().len(), 1);
+    }
+
+    #[test]
+    fn alignment_set_after_the_tensors_still_applies() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("a", &[1], GgmlType::F32).unwrap();
+        w.add_tensor("b", &[1], GgmlType::F32).unwrap();
+        assert_eq!(w.tensor_infos()[1].offset, 32);
+        w.add_metadata("general.alignment", MetadataValue::U32(128));
+        assert_eq!((w.alignment(), w.tensor_infos()[1].offset, w.data_size()), (128, 128, 256));
+        assert_eq!(w.data_offset() % 128, 0);
+        // not a power of two: written as given, laid out with 32
+        w.add_metadata("general.alignment", MetadataValue::U32(48));
+        assert_eq!(w.alignment(), 32);
+    }
+
+    #[test]
+    fn arrays_without_values_are_written_as_defaults() {
+        let mut w = GgufWriter::new();
+        for ty in [ValueType::U8, ValueType::F64, ValueType::String, ValueType::Array] {
+            w.add_metadata(
+                format!("{ty}"),
+                MetadataValue::Array(MetadataArray { element_type: ty, len: 3, values: None }),
+            );
+        }
+        // an element of the wrong type is written as the element type's default
+        w.add_metadata(
+            "mixed",
+            MetadataValue::Array(MetadataArray {
+                element_type: ValueType::U16,
+                len: 2,
+                values: Some(vec![MetadataValue::U16(5), MetadataValue::String("x".into())]),
+            }),
+        );
+        let bytes = w.to_bytes(DataFill::HeaderOnly);
+        let file =
+            crate::gguf::read_gguf(std::io::Cursor::new(bytes), &crate::gguf::ReadOptions::all_arrays())
+                .unwrap();
+        let values = |key: &str| file.metadata.get_array(key).unwrap().values.clone().unwrap();
+        assert_eq!(values("u8"), vec![MetadataValue::U8(0); 3]);
+        assert_eq!(values("f64"), vec![MetadataValue::F64(0.0); 3]);
+        assert_eq!(values("string"), vec![MetadataValue::String(String::new()); 3]);
+        let empty =
+            MetadataValue::Array(MetadataArray { element_type: ValueType::U8, len: 0, values: Some(vec![]) });
+        assert_eq!(values("array"), vec![empty; 3]);
+        assert_eq!(values("mixed"), vec![MetadataValue::U16(5), MetadataValue::U16(0)]);
+    }
+}
