@@ -22,6 +22,7 @@
 pub mod gguf;
 pub mod layout;
 pub mod model;
+pub mod plan;
 pub mod profile;
 pub mod settings;
 pub mod units;
