@@ -19,6 +19,8 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bisect;
+pub mod confirm;
 pub mod gguf;
 pub mod layout;
 pub mod model;
