@@ -26,6 +26,7 @@ pub mod layout;
 pub mod model;
 pub mod plan;
 pub mod profile;
+pub mod render;
 pub mod settings;
 pub mod units;
 

@@ -1,9 +1,32 @@
-//! Planning placements: the machine a plan is for (`devices`), and, as they land, the search for
-//! the placements that fit and the objective that ranks them.
+//! The planner: where every tensor of a model should go across the GPUs and system RAM.
+//!
+//! - `devices`: the machine a plan is for ([`Hardware`]).
+//! - `placement`: the [`Placement`] type (dense parts per layer, routed experts per tensor).
+//! - `fit`: llama.cpp's `--fit` (common/fit.cpp), emulated over a measurement function.
 
 pub mod devices;
+mod fit;
+#[cfg(test)]
+mod fit_tests;
+mod placement;
 
 pub use devices::{
     CUDA_CONTEXT_OVERHEAD, DetectedGpu, DeviceError, DeviceOrder, Gpu, Hardware, KnownCard, known_card,
     parse_free_list, parse_gpu_list,
 };
+pub use fit::{
+    ALL_MOE_PATTERN, DeviceLayers, DeviceUse, FitInputs, FitOutcome, FitParams, FitStatus, LayerFraction,
+    Probe, emulate_fit,
+};
+pub use placement::{
+    Device, ExpertPlacement, ExpertTensorName, LayerPlacement, Placement, PlacementError, expert_parts,
+    spill_rank,
+};
+
+/// Tensor overrides as their `-ot` items (`pattern=TARGET`), for JSON.
+pub(crate) fn serialize_overrides<S: serde::Serializer>(
+    list: &[crate::settings::TensorOverride],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(ToString::to_string))
+}
