@@ -388,16 +388,30 @@ pub fn text(r: &InspectReport) -> String {
     write_pairs(&mut out, "", &summary);
 
     out.push_str("\nfiles\n");
-    let mut t = table(&["shard", "path", "tensors", "tensor MiB", "file size", "data"], &[0, 2, 3, 4]);
+    // The shards of a split model share a folder: name it once, and the files by name.
+    let parent = |p: &str| std::path::Path::new(p).parent().map(|d| d.display().to_string());
+    let folder = r.shards.first().and_then(|s| parent(&s.path)).filter(|f| {
+        !f.is_empty() && r.shards.len() > 1 && r.shards.iter().all(|s| parent(&s.path).as_ref() == Some(f))
+    });
+    if let Some(f) = &folder {
+        let _ = writeln!(out, "  folder {f}");
+    }
+    let mut t = table(&["shard", "file", "tensors", "tensor MiB", "file size", "data"], &[0, 2, 3, 4]);
     for (i, s) in r.shards.iter().enumerate() {
         let data = if s.data_complete {
             "complete".to_owned()
         } else {
-            format!("missing (needs {}, has {})", group_thousands(s.data_end), group_thousands(s.file_size))
+            format!("missing: the data ends at {}", Bytes::new(s.data_end))
+        };
+        let shown = match &folder {
+            Some(_) => std::path::Path::new(&s.path)
+                .file_name()
+                .map_or_else(|| s.path.clone(), |n| n.to_string_lossy().into_owned()),
+            None => s.path.clone(),
         };
         t.add_row(vec![
             (i + 1).to_string(),
-            s.path.clone(),
+            shown,
             group_thousands(s.tensor_count as u64),
             mib2(s.tensor_bytes),
             Bytes::new(s.file_size).to_string(),

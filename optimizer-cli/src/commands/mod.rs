@@ -1,0 +1,28 @@
+//! One module per subcommand. Each takes its arguments and the printer, writes its data to stdout
+//! and says whether the answer was yes or no; errors go back to `main`.
+
+mod gpus;
+mod inspect;
+
+use anyhow::Result;
+
+use crate::cli::Command;
+use crate::printer::Printer;
+
+/// How a command that ran ended: `main` turns it into the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (exit 0).
+    Done,
+    /// It ran, but the answer is no: does not fit, out of memory, a launch failed (exit 1).
+    #[allow(dead_code)] // the first command that answers no (memory: does not fit) is on its way
+    No,
+}
+
+/// Runs a command.
+pub fn run(command: Command, printer: &Printer) -> Result<Outcome> {
+    match command {
+        Command::Inspect(args) => inspect::run(&args, printer),
+        Command::Gpus(args) => gpus::run(&args, printer),
+    }
+}

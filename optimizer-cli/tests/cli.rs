@@ -1,0 +1,305 @@
+//! End-to-end: the real `splitplan` binary, run in a clean environment on the committed
+//! header-only fixtures and on broken copies of them made in temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const QWEN_CODER: &str =
+    "fixtures/models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf";
+const GPT_OSS: &str = "fixtures/models/GPT-OSS-120b/gpt-oss-120b-MXFP4_MOE.gguf";
+const LLAMA: &str = "fixtures/models/Llama-3.1-8B/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf";
+
+/// The workspace root, where the fixtures' relative paths start.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `splitplan` in `dir` with an environment holding only `env` (and a HOME with no config).
+fn splitplan_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splitplan"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", home.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn splitplan(args: &[&str]) -> Run {
+    splitplan_in(&root(), args, &[])
+}
+
+/// Asserts a failure with exit code 2, nothing on stdout, and returns stderr.
+fn fails(run: &Run) -> &str {
+    assert_eq!(run.code, 2, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "", "nothing on stdout when it fails");
+    &run.stderr
+}
+
+#[test]
+fn inspect_split_header_only_fixture() {
+    let run = splitplan(&["inspect", QWEN_CODER]);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    insta::assert_snapshot!("inspect_qwen3_coder_next", run.stdout);
+}
+
+#[test]
+fn inspect_json_schema() {
+    let run = splitplan(&["inspect", "--json", QWEN_CODER]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["architecture"], "qwen3next");
+    assert_eq!(v["tensor_count"], 843);
+    assert_eq!(v["total_bytes"], 56_922_670_080_u64);
+    assert_eq!(v["data_complete"], false);
+    assert_eq!(v["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(v["shards"][0]["path"], QWEN_CODER);
+    assert_eq!(v["hparams"]["layer_kinds"]["recurrent"], 36);
+    assert_eq!(v["hparams"]["layer_kinds"]["full_attention"], 12);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 48);
+    assert_eq!(v["layers"][3]["kind"], "full_attention");
+    assert_eq!(v["layers"][3]["kv_bytes_per_1024_f16"], 2 * 1024 * 1024);
+    let types: u64 = v["types"].as_array().unwrap().iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(types, 56_922_670_080);
+
+    let gpt = splitplan(&["inspect", "--json", GPT_OSS]);
+    assert_eq!(gpt.code, 0, "{}", gpt.stderr);
+    insta::assert_snapshot!("inspect_gpt_oss_json", gpt.stdout);
+}
+
+#[test]
+fn inspect_sliding_window_fixture() {
+    let run = splitplan(&["inspect", GPT_OSS]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    insta::assert_snapshot!("inspect_gpt_oss", run.stdout);
+}
+
+#[test]
+fn inspect_any_shard_finds_the_others() {
+    let third = QWEN_CODER.replace("00001-of", "00003-of");
+    let run = splitplan(&["inspect", "--json", &third]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["shards"][0]["path"], QWEN_CODER);
+    assert_eq!(v["tensor_count"], 843);
+}
+
+#[test]
+fn inspect_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = splitplan_in(dir.path(), &["inspect", "nope.gguf"], &[]);
+    assert_eq!(
+        fails(&run),
+        "error: nope.gguf: could not read the file\n  caused by: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn inspect_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(root().join(LLAMA)).unwrap();
+    std::fs::write(dir.path().join("cut.gguf"), &bytes[..bytes.len() / 2]).unwrap();
+    let run = splitplan_in(dir.path(), &["inspect", "cut.gguf"], &[]);
+    let err = fails(&run);
+    assert!(err.starts_with("error: cut.gguf: truncated header: "), "{err}");
+    assert!(err.contains("\nhint: the file may be a partial download"), "{err}");
+}
+
+#[test]
+fn inspect_bad_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("page.gguf"), "<html>rate limited</html>").unwrap();
+    let run = splitplan_in(dir.path(), &["inspect", "page.gguf"], &[]);
+    insta::assert_snapshot!(fails(&run), @r"
+    error: page.gguf: not a GGUF file: it starts with '<htm', expected 'GGUF'
+    hint: this looks like an HTML page, e.g. an error page saved by a failed download
+    ");
+}
+
+#[test]
+fn inspect_missing_shard_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in [1, 3] {
+        let name = format!("Qwen3-Coder-Next-UD-Q5_K_XL-0000{n}-of-00003.gguf");
+        let from = root().join(QWEN_CODER).with_file_name(&name);
+        std::fs::copy(from, dir.path().join(&name)).unwrap();
+    }
+    let run = splitplan_in(dir.path(), &["inspect", "Qwen3-Coder-Next-UD-Q5_K_XL-00003-of-00003.gguf"], &[]);
+    insta::assert_snapshot!(fails(&run), @r"
+    error: Qwen3-Coder-Next-UD-Q5_K_XL-00003-of-00003.gguf: split model is missing 1 of its 3 files:
+        Qwen3-Coder-Next-UD-Q5_K_XL-00002-of-00003.gguf
+    hint: download every part into the same folder, named as llama.cpp expects (NAME-00001-of-00003.gguf and so on)
+    ");
+}
+
+#[test]
+fn inspect_unknown_tensor_type_names_tensor_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(root().join(LLAMA)).unwrap();
+    // A tensor-table entry: name (u64 length, bytes), n_dims (u32), dims (u64 each), type (u32).
+    let name = b"token_embd.weight";
+    let mut entry = (name.len() as u64).to_le_bytes().to_vec();
+    entry.extend_from_slice(name);
+    let at = bytes.windows(entry.len()).position(|w| w == entry.as_slice()).unwrap() + entry.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let type_at = at + 4 + 8 * n_dims;
+    bytes[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(dir.path().join("odd.gguf"), &bytes).unwrap();
+    let run = splitplan_in(dir.path(), &["inspect", "odd.gguf"], &[]);
+    insta::assert_snapshot!(fails(&run), @r"
+    error: odd.gguf: tensor 'token_embd.weight' has unknown ggml type id '99', expected 0 to 42
+    hint: the model may need a newer llama.cpp than build 11434
+    ");
+}
+
+#[test]
+fn gpus_by_card_name() {
+    let run = splitplan(&["gpus", "--gpu", "4090,5070ti:2500"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Host RAM is this machine's: drop that line.
+    let stdout: Vec<&str> = run.stdout.lines().filter(|l| !l.starts_with("host RAM")).collect();
+    let stdout = stdout.join(
+        "
+",
+    );
+    insta::assert_snapshot!("gpus_cards", stdout);
+
+    let json = splitplan(&["gpus", "--json", "--gpu", "24564,16303", "--cuda-context", "600"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["source"], "gpu_flag");
+    assert_eq!(v["cuda_context"], 600 * 1024 * 1024_u64);
+    assert_eq!(v["gpus"][1]["device"], "CUDA1");
+    assert_eq!(v["gpus"][1]["free_at_load"], (16_303 - 600) * 1024 * 1024_u64);
+}
+
+#[test]
+fn gpus_by_free_memory() {
+    let run = splitplan(&["gpus", "--json", "--free", "23557,14477"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["source"], "free_flag");
+    assert_eq!(v["gpus"][0]["free_at_load"], 23_557 * 1024 * 1024_u64);
+    assert_eq!(v["gpus"][1]["free_at_load"], 14_477 * 1024 * 1024_u64);
+
+    let both = splitplan(&["gpus", "--json", "--gpu", "4090,5070ti", "--free", "23557,12760"]);
+    let v: serde_json::Value = serde_json::from_str(&both.stdout).unwrap();
+    assert_eq!(v["gpus"][1]["total"], 16_303 * 1024 * 1024_u64);
+    assert_eq!(v["gpus"][1]["free_at_load"], 12_760 * 1024 * 1024_u64);
+}
+
+#[test]
+fn gpus_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[hardware]\nhost_ram = \"64G\"\n\n[[hardware.gpu]]\nname = \"4090\"\n\n[[hardware.gpu]]\nname = \"5070ti\"\nused_by_others = 2500\n";
+    std::fs::write(dir.path().join("splitplan.toml"), config).unwrap();
+    let run = splitplan_in(dir.path(), &["gpus", "--no-nvml", "--config", "splitplan.toml"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    insta::assert_snapshot!("gpus_config", run.stdout);
+
+    // The same from the environment, and the default location.
+    let env = splitplan_in(dir.path(), &["gpus", "--no-nvml"], &[("SPLITPLAN_CONFIG", "splitplan.toml")]);
+    assert_eq!(env.stdout, run.stdout);
+    std::fs::create_dir_all(dir.path().join("xdg/splitplan")).unwrap();
+    std::fs::write(dir.path().join("xdg/splitplan/config.toml"), config).unwrap();
+    let xdg = dir.path().join("xdg");
+    let default =
+        splitplan_in(dir.path(), &["gpus", "--no-nvml"], &[("XDG_CONFIG_HOME", xdg.to_str().unwrap())]);
+    assert_eq!(default.code, 0, "{}", default.stderr);
+    assert!(default.stderr.starts_with("note: NVML not tried (--no-nvml); using the [hardware] section of "));
+
+    std::fs::write(dir.path().join("bad.toml"), "[hardware]\n[[hardware.gpu]]\ntotl = 5\n").unwrap();
+    let bad = splitplan_in(dir.path(), &["gpus", "--config", "bad.toml"], &[]);
+    let err = fails(&bad);
+    assert!(
+        err.starts_with("error: invalid config bad.toml\n  caused by: invalid hardware description: "),
+        "{err}"
+    );
+    assert!(err.contains("line 3") && err.contains("totl"), "{err}");
+}
+
+#[test]
+fn gpus_errors() {
+    let none = splitplan(&["gpus", "--no-nvml"]);
+    insta::assert_snapshot!(fails(&none), @r"
+    error: no GPU found and none described: NVML not tried (--no-nvml)
+    hint: give the free memory llama.cpp reports at load with --free (e.g. --free 23557,14477), or the cards with --gpu (e.g. --gpu 4090,5070ti:2500)
+    ");
+    let bad = splitplan(&["gpus", "--gpu", "4090,gtx1080"]);
+    assert!(fails(&bad).starts_with("error: invalid GPU 'gtx1080' in --gpu: it is no card splitplan knows;"));
+    let mismatch = splitplan(&["gpus", "--gpu", "4090", "--free", "1,2"]);
+    assert_eq!(
+        fails(&mismatch),
+        "error: --free lists 2 GPUs but --gpu describes 1, expected one free value per GPU\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&["inspect"][..], &["frobnicate"], &["inspect", "--nope", "x.gguf"]] {
+        let run = splitplan(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {}", run.stderr);
+    }
+    // No command at all: the help, on stderr.
+    let bare = splitplan(&[]);
+    assert_eq!(bare.code, 2);
+    assert!(bare.stderr.contains("Usage: splitplan <COMMAND>"), "{}", bare.stderr);
+}
+
+#[test]
+fn help() {
+    for (name, args) in [
+        ("help", &["--help"][..]),
+        ("help_inspect", &["inspect", "--help"]),
+        ("help_gpus", &["gpus", "--help"]),
+    ] {
+        let run = splitplan(args);
+        assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
+        insta::assert_snapshot!(name, run.stdout);
+    }
+    let short = splitplan(&["-h"]);
+    assert!(short.stdout.contains("Exit codes:\n  0  done\n  1  it ran, but the answer is no"));
+}
+
+#[test]
+fn colour_only_when_asked_and_never_with_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = splitplan_in(dir.path(), &["inspect", "x.gguf"], &[]);
+    assert!(!plain.stderr.contains('\x1b'));
+    let forced = splitplan_in(dir.path(), &["inspect", "x.gguf"], &[("CLICOLOR_FORCE", "1")]);
+    assert!(forced.stderr.starts_with("\x1b[1;31merror:\x1b[0m x.gguf"), "{:?}", forced.stderr);
+    let no_color =
+        splitplan_in(dir.path(), &["inspect", "x.gguf"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert_eq!(no_color.stderr, plain.stderr);
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splitplan"))
+        .args(["inspect", QWEN_CODER])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!((child.wait().unwrap().code(), stderr.as_str()), (Some(0), ""));
+}
