@@ -64,4 +64,3 @@ fn json<T: serde::Serialize>(report: &T) -> String {
     s.push('\n');
     s
 }
-
