@@ -44,6 +44,8 @@ pub struct ModelDevice {
     pub name: String,
     /// `NVIDIA H200`.
     pub description: String,
+    /// The PCI bus id (`0000:00:06.0`), to match the device with NVML's.
+    pub pci_bus_id: Option<String>,
     /// Free memory when the model load started.
     pub free: Bytes,
 }
@@ -575,6 +577,9 @@ impl LogParser {
             if line.contains("process_ubatch") || self.log.model_loaded {
                 self.oom(OomStage::RuntimeGraph, None, n);
             }
+        } else if let Some(rest) = line.strip_prefix("error: ") {
+            // argument errors (common/arg.cpp:830, 919): this build does not take the command
+            self.push_once(Failure::LoadError { message: rest.trim().to_string() });
         } else if let Some(rest) = after(line, "couldn't bind HTTP server socket") {
             let port = after(rest, "port: ").and_then(|p| p.trim().parse::<u16>().ok());
             self.push_once(Failure::PortInUse { port });
@@ -719,10 +724,12 @@ fn parse_model_device(rest: &str) -> Option<ModelDevice> {
     // `CUDA0 (NVIDIA H200) (0000:00:06.0) - 23557 MiB free`
     let (name, rest) = rest.split_once(" (")?;
     let (description, rest) = rest.split_once(')')?;
+    let pci_bus_id = after(rest, " (").and_then(|p| p.split(')').next()).map(str::to_string);
     let free = after(rest, " - ")?.trim().strip_suffix("MiB free")?;
     Some(ModelDevice {
         name: name.to_string(),
         description: description.to_string(),
+        pci_bus_id,
         free: parse_whole_mib(free)?,
     })
 }

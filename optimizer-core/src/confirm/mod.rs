@@ -1,18 +1,35 @@
 //! Proving a plan with real llama-server launches, the pure part: reading what llama-server logged
-//! ([`log`]), deciding what a launch's end means for the search ([`outcome`]), comparing what was
-//! measured with what was predicted ([`compare`]), and remembering measurements for later
+//! ([`log`]), deciding what a launch's end means for the search ([`outcome`]), the ladder of
+//! candidate placements and the command line of each launch ([`ladder`]), what a launch measured
+//! and how it compares with the prediction ([`measure`]), and remembering measurements for later
 //! predictions ([`calibration`]).
 //!
 //! Launching processes, HTTP and NVML live in the CLI (`optimizer-cli/src/launch/`); the search over
 //! placements is [`crate::bisect`].
 
+pub mod calibration;
+pub mod ladder;
 pub mod log;
+pub mod measure;
+pub mod outcome;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_more;
 
+pub use calibration::{
+    CalibrationCache, CalibrationError, CalibrationKey, CalibrationRecord, MeasuredCompute, MeasuredDevice,
+    ModelIdentity,
+};
+pub use ladder::{Ladder, LadderError, LaunchArgs, Rung, launch_args};
 pub use log::{
     BreakdownRow, BufferKind, BufferLine, BuildInfo, DeviceInfo, Failure, FitLayers, GraphSplits, LaunchLog,
     LogParser, MemoryBreakdown, ModelDevice, OomStage, OutOfMemory, Rate, SlotTiming, parse_log,
     parse_version_output,
 };
+pub use measure::{
+    DeviceMeasurement, Discrepancy, GpuReading, Measurement, PeakSource, TestResult, compare, measure,
+    render_results_table,
+};
+pub use outcome::{Classification, ExitKind, LaunchFacts, Phase, classify};

@@ -34,11 +34,13 @@ fn successful_load_q5_l01() {
             ModelDevice {
                 name: "CUDA0".into(),
                 description: "NVIDIA H200".into(),
+                pci_bus_id: Some("0000:00:06.0".into()),
                 free: Bytes::from_mib(23_557)
             },
             ModelDevice {
                 name: "CUDA1".into(),
                 description: "NVIDIA H200".into(),
+                pci_bus_id: Some("0000:00:07.0".into()),
                 free: Bytes::from_mib(14_477)
             },
         ]
@@ -308,6 +310,12 @@ fn non_oom_cuda_error_and_load_error() {
         "E llama_model_load_from_file_impl: failed to load model",
     ]);
     assert!(matches!(&log.failures[..], [Failure::LoadError { message }] if message.contains("/m.gguf")));
+}
+
+#[test]
+fn argument_error() {
+    let log = parse_lines(&["error: invalid argument: --bogus"]);
+    assert_eq!(log.failures, vec![Failure::LoadError { message: "invalid argument: --bogus".into() }]);
 }
 
 #[test]

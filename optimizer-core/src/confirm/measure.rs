@@ -1,0 +1,273 @@
+//! What a launch measured, per GPU: the buffers llama.cpp logged, the memory in use at the peak of
+//! the worst-case request (NVML, or the breakdown printed at exit when NVML is not there), what
+//! was left, and the overhead beyond the breakdown; compared with what was predicted; and the
+//! results table of advice_test_plan.md filled in.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::log::{BufferKind, GraphSplits, LaunchLog, Rate};
+use crate::units::{Bytes, group_thousands};
+
+/// One GPU as NVML saw it during a launch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GpuReading {
+    /// NVML's name (`NVIDIA GeForce RTX 4090`).
+    pub name: String,
+    /// PCI bus id as NVML prints it (`00000000:01:00.0`).
+    pub pci_bus_id: Option<String>,
+    /// Total memory.
+    pub total: Bytes,
+    /// Free memory just before the launch.
+    pub free_before: Bytes,
+    /// The highest memory in use (all processes) sampled during the worst-case request.
+    pub peak_used: Bytes,
+}
+
+/// Where the peak numbers come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeakSource {
+    /// NVML, sampled during the worst-case request.
+    Nvml,
+    /// The memory breakdown llama-server printed at exit (after the request).
+    Breakdown,
+    /// Neither was available.
+    None,
+}
+
+/// What one GPU held and had left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceMeasurement {
+    /// llama.cpp's name (`CUDA0`).
+    pub device: String,
+    /// The card (`NVIDIA GeForce RTX 4090`).
+    pub gpu_name: String,
+    /// Total memory, when known.
+    pub total: Option<Bytes>,
+    /// Free memory llama.cpp logged when loading started (after its own CUDA context).
+    pub free_at_load: Option<Bytes>,
+    /// Weights.
+    pub model: Bytes,
+    /// KV cache.
+    pub kv: Bytes,
+    /// Recurrent state.
+    pub rs: Bytes,
+    /// Compute buffers.
+    pub compute: Bytes,
+    /// Output buffer.
+    pub output: Bytes,
+    /// Memory in use on the whole GPU at the peak.
+    pub peak_used: Option<Bytes>,
+    /// Free memory at the peak: what was left.
+    pub left: Option<Bytes>,
+    /// Memory this server used beyond its logged buffers at the peak: `free_at_load - left -
+    /// buffers` (pool growth, cuBLAS workspace), when known.
+    pub overhead: Option<Bytes>,
+    /// Where `peak_used` and `left` come from.
+    pub source: PeakSource,
+}
+
+impl DeviceMeasurement {
+    /// Every buffer llama.cpp logged on this device.
+    pub fn buffers(&self) -> Bytes {
+        self.model + self.kv + self.rs + self.compute + self.output
+    }
+
+    /// What this server used at the peak: its buffers plus the overhead (or the buffers alone).
+    pub fn used_by_server(&self) -> Bytes {
+        self.buffers() + self.overhead.unwrap_or(Bytes::ZERO)
+    }
+}
+
+/// Everything one launch measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Measurement {
+    /// Per GPU, in llama.cpp's order.
+    pub devices: Vec<DeviceMeasurement>,
+    /// The graph splits line.
+    pub graph: Option<GraphSplits>,
+    /// Prompt processing of the worst-case request.
+    pub prompt: Option<Rate>,
+    /// Generation after it.
+    pub decode: Option<Rate>,
+}
+
+/// Builds the measurement of a launch from its log, the NVML readings (in NVML order, matched to
+/// llama.cpp's devices by PCI bus id, else by position) and the request's timings.
+pub fn measure(
+    log: &LaunchLog,
+    nvml: &[GpuReading],
+    prompt: Option<Rate>,
+    decode: Option<Rate>,
+) -> Measurement {
+    let exit = log.exit_breakdown();
+    let devices = log
+        .model_devices
+        .iter()
+        .enumerate()
+        .map(|(i, dev)| {
+            let reading = dev
+                .pci_bus_id
+                .as_deref()
+                .and_then(|id| nvml.iter().find(|r| r.pci_bus_id.as_deref().is_some_and(|n| same_pci(n, id))))
+                .or_else(|| nvml.get(i));
+            let row = exit.and_then(|b| b.row(&dev.name));
+            let buffers = |kind| log.buffer_total(&dev.name, kind);
+            let (total, peak_used, left, source) = match (reading, row) {
+                (Some(r), _) => (
+                    Some(r.total),
+                    Some(r.peak_used),
+                    Some(r.total.saturating_sub(r.peak_used)),
+                    PeakSource::Nvml,
+                ),
+                (None, Some(row)) => (
+                    row.total,
+                    row.total.zip(row.free).map(|(t, f)| t.saturating_sub(f)),
+                    row.free,
+                    PeakSource::Breakdown,
+                ),
+                (None, None) => (None, None, None, PeakSource::None),
+            };
+            let mut m = DeviceMeasurement {
+                device: dev.name.clone(),
+                gpu_name: reading.map_or_else(|| dev.description.clone(), |r| r.name.clone()),
+                total,
+                free_at_load: Some(dev.free),
+                model: buffers(BufferKind::Model),
+                kv: buffers(BufferKind::Kv),
+                rs: buffers(BufferKind::Rs),
+                compute: buffers(BufferKind::Compute),
+                output: buffers(BufferKind::Output),
+                peak_used,
+                left,
+                overhead: None,
+                source,
+            };
+            m.overhead = left.map(|l| dev.free.saturating_sub(l).saturating_sub(m.buffers()));
+            m
+        })
+        .collect();
+    Measurement { devices, graph: log.graph, prompt, decode }
+}
+
+/// NVML prints `00000000:01:00.0`, llama.cpp `0000:01:00.0`: compare without the domain.
+fn same_pci(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.split_once(':').map_or(s, |(_, rest)| rest).to_ascii_lowercase();
+    strip(a) == strip(b)
+}
+
+/// A prediction that missed by more than the margin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Discrepancy {
+    /// The GPU.
+    pub device: String,
+    /// Predicted use.
+    pub predicted: Bytes,
+    /// Measured use by the server at the peak (buffers plus overhead).
+    pub measured: Bytes,
+    /// The margin it was held to.
+    pub margin: Bytes,
+}
+
+impl Discrepancy {
+    /// Measured minus predicted, in bytes.
+    pub fn error(&self) -> i64 {
+        self.measured.signed_sub(self.predicted)
+    }
+}
+
+/// Compares the predicted use per GPU (the ladder's order) with what was measured; returns the
+/// GPUs where they differ by more than that GPU's margin.
+pub fn compare(predicted: &[Bytes], measured: &Measurement, margins: &[Bytes]) -> Vec<Discrepancy> {
+    predicted
+        .iter()
+        .zip(&measured.devices)
+        .enumerate()
+        .filter(|(_, (_, d))| d.overhead.is_some())
+        .filter_map(|(i, (&p, d))| {
+            let margin = margins.get(i).or(margins.last()).copied().unwrap_or(Bytes::ZERO);
+            let m = d.used_by_server();
+            let off = m.signed_sub(p).unsigned_abs();
+            (off > margin.get()).then(|| Discrepancy {
+                device: d.device.clone(),
+                predicted: p,
+                measured: m,
+                margin,
+            })
+        })
+        .collect()
+}
+
+/// The facts of a confirmed placement for the results table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TestResult {
+    /// Which suggestion or rung this is (`Suggestion A (aggressive)`).
+    pub title: String,
+    /// Launches used by the search.
+    pub launches: usize,
+    /// The out-of-memory failures seen on the way, in words.
+    pub ooms: Vec<String>,
+    /// What the proven launch measured.
+    pub measurement: Measurement,
+    /// How much of the context the worst-case request filled, in tokens.
+    pub request_tokens: u64,
+    /// The configured context.
+    pub ctx_size: u32,
+    /// Anything else worth writing down.
+    pub notes: Vec<String>,
+}
+
+/// The results table of advice_test_plan.md (BRIEF.md; examples/advice_test_plan.md), filled in.
+pub fn render_results_table(result: &TestResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "#### {}", result.title);
+    s.push_str("| Metric | Value |\n|--------|-------|\n");
+    let _ = writeln!(s, "| Launches used | {} |", result.launches);
+    for d in &result.measurement.devices {
+        let value = match (d.peak_used, d.total) {
+            (Some(used), Some(total)) if total.get() > 0 => {
+                let pct = used.get() as f64 * 100.0 / total.get() as f64;
+                let left = d
+                    .left
+                    .map_or(String::new(), |l| format!(", {} MiB left", group_thousands(l.mib_floor())));
+                format!("{} MiB / {pct:.1}%{left}", group_thousands(used.mib_floor()))
+            }
+            _ => "not measured".to_string(),
+        };
+        let how = match d.source {
+            PeakSource::Nvml => " (peak, NVML)",
+            PeakSource::Breakdown => " (at exit)",
+            PeakSource::None => "",
+        };
+        let _ = writeln!(s, "| {} VRAM (MiB / %){how} | {value} |", d.device);
+    }
+    let splits = result.measurement.graph.map_or_else(
+        || "not logged".to_string(),
+        |g| {
+            if g.pp_splits == g.tg_splits {
+                g.pp_splits.to_string()
+            } else {
+                format!("{} (prompt) / {} (decode)", g.pp_splits, g.tg_splits)
+            }
+        },
+    );
+    let _ = writeln!(s, "| Graph splits | {splits} |");
+    let speed = match (result.measurement.decode, result.measurement.prompt) {
+        (Some(d), Some(p)) => format!("{:.1} decode, {:.1} prompt", d.per_second, p.per_second),
+        (Some(d), None) => format!("{:.1} decode", d.per_second),
+        _ => "not measured".to_string(),
+    };
+    let _ = writeln!(s, "| Speed (t/s) | {speed} |");
+    let oom = if result.ooms.is_empty() { "no".to_string() } else { result.ooms.join("; ") };
+    let _ = writeln!(s, "| OOM? | {oom} |");
+    let mut notes = vec![format!(
+        "worst-case request: {} of {} context tokens",
+        group_thousands(result.request_tokens),
+        group_thousands(u64::from(result.ctx_size))
+    )];
+    notes.extend(result.notes.iter().cloned());
+    let _ = writeln!(s, "| Notes | {} |", notes.join("; ").replace('|', "\\|"));
+    s
+}
