@@ -360,7 +360,7 @@ impl ModelDescription {
         type_v: GgmlType,
         v_trans: bool,
     ) -> Result<KvBytes, ModelError> {
-        let Some(layer) = self.layer(il).filter(|l| l.has_kv) else { return Ok(KvBytes::default()) };
+        let (k_width, v_width) = self.kv_widths(il, v_trans);
         let row = |cache: &'static str, ggml_type: GgmlType, width: u64| {
             if width == 0 {
                 return Ok(Bytes::ZERO);
@@ -373,12 +373,21 @@ impl ModelDescription {
                 block: ggml_type.block_size(),
             })
         };
+        Ok(KvBytes { k: row("K", type_k, k_width)?, v: row("V", type_v, v_width)? })
+    }
+
+    /// Elements per token of layer `il`'s K and V cache rows: `n_embd_k_gqa(il)`, and for V
+    /// `n_embd_v_gqa(il)`, or `n_embd_v_gqa_max()` for every layer when `v_trans` (no flash attention,
+    /// llama-kv-cache.cpp:209-210); V is 0 under MLA, where there is no V tensor
+    /// (llama-kv-cache.cpp:231-234). `(0, 0)` for a layer without KV cache.
+    pub fn kv_widths(&self, il: usize, v_trans: bool) -> (u64, u64) {
+        let Some(layer) = self.layer(il).filter(|l| l.has_kv) else { return (0, 0) };
         let v_width = match layer.n_embd_v_gqa {
             0 => 0,
-            w if v_trans => w.max(self.n_embd_v_gqa_max()),
+            _ if v_trans => self.n_embd_v_gqa_max(),
             w => w,
         };
-        Ok(KvBytes { k: row("K", type_k, layer.n_embd_k_gqa)?, v: row("V", type_v, v_width)? })
+        (layer.n_embd_k_gqa, v_width)
     }
 
     /// Bytes of recurrent state (conv + SSM, both F32) per sequence for layer `il`: one row of the RS
