@@ -23,6 +23,7 @@ pub mod bisect;
 pub mod confirm;
 pub mod gguf;
 pub mod layout;
+pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod profile;
