@@ -18,7 +18,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use optimizer_core::memory::{BufferKind, Gpu, MemoryPrediction, predict};
+use optimizer_core::confirm::BufferKind as LoggedKind;
+use optimizer_core::memory::{BufferKind, GpuAtLoad, MemoryPrediction, predict};
 use optimizer_core::settings::ServerSettings;
 use optimizer_core::units::Bytes;
 
@@ -46,11 +47,11 @@ fn table(title: &str, checked: usize, mismatches: &[Mismatch]) -> String {
     out
 }
 
-fn gpus(free: &[(&str, u64)]) -> Vec<Gpu> {
-    free.iter().map(|&(name, mib)| Gpu::new(name, Bytes::from_mib(mib))).collect()
+fn gpus(free: &[(&str, u64)]) -> Vec<GpuAtLoad> {
+    free.iter().map(|&(name, mib)| GpuAtLoad::new(name, Bytes::from_mib(mib))).collect()
 }
 
-fn run(row: &Row, gpus: &[Gpu]) -> Result<MemoryPrediction, String> {
+fn run(row: &Row, gpus: &[GpuAtLoad]) -> Result<MemoryPrediction, String> {
     let settings = ServerSettings::from_args(&row.argv).map_err(|e| format!("settings: {e}"))?;
     predict(models::model(&row.model), &settings, gpus).map_err(|e| format!("predict: {e}"))
 }
@@ -131,13 +132,14 @@ fn check_load(row: &Row, log: &LoadLog, checked: &mut usize, mismatches: &mut Ve
     let mut miss = |what: String, predicted: String, measured: String| {
         mismatches.push(Mismatch { row: row.id.clone(), what, predicted, measured });
     };
+    let launch = &log.launch;
     // The free memory llama.cpp logged for its model devices (only the main GPU with -sm none).
     let mut free: Vec<(&str, u64)> = DRY_RUN_FREE_MIB[..row.gpus].to_vec();
-    for (name, mib) in &log.free_mib {
+    for device in &launch.model_devices {
         *checked += 1;
-        match free.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = *mib,
-            None => miss(format!("device {name}"), "absent".into(), "logged".into()),
+        match free.iter_mut().find(|(n, _)| *n == device.name) {
+            Some(slot) => slot.1 = device.free.mib_floor(),
+            None => miss(format!("device {}", device.name), "absent".into(), "logged".into()),
         }
     }
     let prediction = match run(row, &gpus(&free)) {
@@ -148,13 +150,16 @@ fn check_load(row: &Row, log: &LoadLog, checked: &mut usize, mismatches: &mut Ve
         }
     };
 
-    if let Some((name, bytes)) = &log.failed_alloc {
+    if let Some(oom) = launch.oom() {
         // The load stopped at this buffer: only it can be compared.
+        *checked += 1;
+        let name = oom.device.clone().unwrap_or_default();
         let predicted =
-            prediction.buffers.iter().find(|b| b.kind == BufferKind::Weights && b.buffer_type == *name);
+            prediction.buffers.iter().find(|b| b.kind == BufferKind::Weights && b.buffer_type == name);
         let predicted = predicted.map_or_else(|| "none".to_owned(), |b| b.size.get().to_string());
-        if predicted != bytes.to_string() {
-            miss(format!("failed {name} allocation (bytes)"), predicted, bytes.to_string());
+        let measured = oom.requested.map_or_else(|| "none".to_owned(), |b| b.get().to_string());
+        if predicted != measured {
+            miss(format!("failed {name} allocation (bytes)"), predicted, measured);
         }
         return;
     }
@@ -165,7 +170,13 @@ fn check_load(row: &Row, log: &LoadLog, checked: &mut usize, mismatches: &mut Ve
             .iter()
             .map(|b| (log_kind(b.kind), b.buffer_type.clone(), format!("{:.2}", b.size.mib()))),
     );
-    let measured = by_buffer(log.buffers.iter().map(|b| (b.kind, b.name.clone(), b.mib.clone())));
+    let measured = by_buffer(
+        launch
+            .buffers
+            .iter()
+            .filter(|b| b.kind != LoggedKind::Compute)
+            .map(|b| (b.kind.name(), b.buffer.clone(), format!("{:.2}", b.size.mib()))),
+    );
     let keys: std::collections::BTreeSet<_> = predicted.keys().chain(measured.keys()).collect();
     for key in keys {
         *checked += 1;
@@ -216,7 +227,7 @@ fn real_loads_buffers_to_the_hundredth_of_a_mib() {
             continue;
         }
         let log = ground_truth::parse_log(row.log.as_deref().unwrap_or_else(|| panic!("{}: no log", row.id)));
-        assert_eq!(row.rc == Some(0), log.failed_alloc.is_none(), "{}: exit status and log disagree", row.id);
+        assert_eq!(row.rc == Some(0), log.launch.oom().is_none(), "{}: exit status and log disagree", row.id);
         check_load(row, &log, &mut checked, &mut mismatches);
         compared += 1;
     }

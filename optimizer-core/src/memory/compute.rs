@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::context::ResolvedContext;
-use super::{Location, Placement};
+use super::{Location, ResolvedPlacement};
 use crate::model::ModelDescription;
 use crate::settings::ServerSettings;
 use crate::units::Bytes;
@@ -60,7 +60,7 @@ pub fn compute_buffer(
     _model: &ModelDescription,
     _settings: &ServerSettings,
     _context: &ResolvedContext,
-    _placement: &Placement,
+    _placement: &ResolvedPlacement,
     _device: Location,
 ) -> ComputeEstimate {
     ComputeEstimate::NotModelled

@@ -3,13 +3,16 @@
 //! output layer go to (llama-model.cpp:1502-1617).
 
 use super::error::MemoryError;
-use super::{Gpu, Location, Placement};
+use super::{GpuAtLoad, Location, ResolvedPlacement};
 use crate::model::ModelDescription;
 use crate::settings::{DeviceSelection, GpuLayers, ServerSettings, SplitMode};
 
 /// The model devices: every GPU, or the `-dev` list, narrowed to `devices[main_gpu]` by `-sm none`.
 /// Indices into `gpus`.
-pub(crate) fn model_devices(settings: &ServerSettings, gpus: &[Gpu]) -> Result<Vec<usize>, MemoryError> {
+pub(crate) fn model_devices(
+    settings: &ServerSettings,
+    gpus: &[GpuAtLoad],
+) -> Result<Vec<usize>, MemoryError> {
     match settings.split_mode {
         SplitMode::Layer | SplitMode::None => {}
         // Refused by ServerSettings::check; a hand-built ServerSettings may still carry them.
@@ -63,7 +66,7 @@ pub(crate) fn n_gpu_layers(settings: &ServerSettings, n_layer_all: usize) -> u32
 /// memory when `-ts` is unset or all zero (llama-model.cpp:1559-1589).
 pub(crate) fn split_points(
     settings: &ServerSettings,
-    gpus: &[Gpu],
+    gpus: &[GpuAtLoad],
     devices: &[usize],
 ) -> Result<Vec<f32>, MemoryError> {
     let given: Vec<f32> =
@@ -93,8 +96,8 @@ pub(crate) fn split_points(
 pub(crate) fn place_layers(
     model: &ModelDescription,
     settings: &ServerSettings,
-    gpus: &[Gpu],
-) -> Result<Placement, MemoryError> {
+    gpus: &[GpuAtLoad],
+) -> Result<ResolvedPlacement, MemoryError> {
     let devices = model_devices(settings, gpus)?;
     let split = split_points(settings, gpus, &devices)?;
     let n_layer_all = model.n_layer_all;
@@ -117,7 +120,7 @@ pub(crate) fn place_layers(
     };
     let layers = (0..n_layer_all).map(layer).collect();
     let output = layer(n_layer_all);
-    Ok(Placement {
+    Ok(ResolvedPlacement {
         devices,
         n_gpu_layers: ngl,
         split,
@@ -134,16 +137,19 @@ mod tests {
     use crate::model::testing;
     use crate::units::Bytes;
 
-    fn gpus() -> Vec<Gpu> {
-        vec![Gpu::new("CUDA0", Bytes::from_mib(23_557)), Gpu::new("CUDA1", Bytes::from_mib(14_477))]
+    fn gpus() -> Vec<GpuAtLoad> {
+        vec![
+            GpuAtLoad::new("CUDA0", Bytes::from_mib(23_557)),
+            GpuAtLoad::new("CUDA1", Bytes::from_mib(14_477)),
+        ]
     }
 
-    fn place(layers: u32, args: &[&str], gpus: &[Gpu]) -> Placement {
+    fn place(layers: u32, args: &[&str], gpus: &[GpuAtLoad]) -> ResolvedPlacement {
         let m = ModelDescription::from_gguf(&testing::qwen3_8b(layers).build()).unwrap();
         place_layers(&m, &ServerSettings::from_args(args).unwrap(), gpus).unwrap()
     }
 
-    fn count(p: &Placement, loc: Location) -> usize {
+    fn count(p: &ResolvedPlacement, loc: Location) -> usize {
         p.layers.iter().filter(|&&l| l == loc).count()
     }
 
@@ -214,7 +220,7 @@ mod tests {
         let s = ServerSettings::from_args(&["-sm", "none", "-mg", "2"]).unwrap();
         let e = place_layers(&m, &s, &gpus()).unwrap_err();
         assert_eq!(e.to_string(), "invalid --main-gpu 2, expected 0 to 1 with --split-mode none");
-        let full = [Gpu::new("CUDA0", Bytes::ZERO)];
+        let full = [GpuAtLoad::new("CUDA0", Bytes::ZERO)];
         let e = place_layers(&m, &ServerSettings::default(), &full).unwrap_err();
         assert!(matches!(e, MemoryError::NoFreeMemory));
         let s = ServerSettings { split_mode: SplitMode::Row, ..ServerSettings::default() };

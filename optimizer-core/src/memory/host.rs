@@ -8,7 +8,7 @@ use super::kv::KvCache;
 use super::output::OutputBuffer;
 use super::recurrent::RecurrentState;
 use super::weights::Weights;
-use super::{ComputeEstimate, Gpu, Location, Placement};
+use super::{ComputeEstimate, GpuAtLoad, Location, ResolvedPlacement};
 use crate::settings::{LoadMode, PromptCache, ServerSettings};
 use crate::units::Bytes;
 
@@ -122,8 +122,8 @@ pub(crate) fn host_buffer_name(gpu: &str) -> String {
 /// Where the host weights go, and llama.cpp's name for it.
 pub(crate) fn host_weights_buffer(
     settings: &ServerSettings,
-    placement: &Placement,
-    gpus: &[Gpu],
+    placement: &ResolvedPlacement,
+    gpus: &[GpuAtLoad],
 ) -> (HostWeightsBuffer, String) {
     let mmap = uses_mmap(settings);
     // make_cpu_buft_list: the host buffer type of the first model device that has one.
@@ -170,8 +170,8 @@ mod tests {
     use super::*;
 
     fn buffer(args: &[&str], devices: Vec<usize>) -> (HostWeightsBuffer, String) {
-        let gpus = [Gpu::new("CUDA0", Bytes::from_mib(1)), Gpu::new("CUDA1", Bytes::from_mib(1))];
-        let placement = Placement {
+        let gpus = [GpuAtLoad::new("CUDA0", Bytes::from_mib(1)), GpuAtLoad::new("CUDA1", Bytes::from_mib(1))];
+        let placement = ResolvedPlacement {
             devices,
             n_gpu_layers: 0,
             split: Vec::new(),

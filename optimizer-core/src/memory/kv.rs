@@ -6,7 +6,7 @@
 use super::context::ResolvedContext;
 use super::error::MemoryError;
 use super::weights::{cuda_alloc, host_alloc};
-use super::{Buffer, BufferKind, Gpu, Location, PerLocation, Placement, device_buffer_type};
+use super::{Buffer, BufferKind, GpuAtLoad, Location, PerLocation, ResolvedPlacement, device_buffer_type};
 use crate::gguf::GgmlType;
 use crate::model::ModelDescription;
 use crate::units::Bytes;
@@ -33,8 +33,8 @@ fn tensor_alloc(loc: Location, ggml_type: GgmlType, width: u64, row: Bytes, cell
 pub(crate) fn kv_cache(
     model: &ModelDescription,
     context: &ResolvedContext,
-    placement: &Placement,
-    gpus: &[Gpu],
+    placement: &ResolvedPlacement,
+    gpus: &[GpuAtLoad],
 ) -> Result<KvCache, MemoryError> {
     let mut base = PerLocation::new(gpus.len());
     let mut swa = PerLocation::new(gpus.len());

@@ -10,12 +10,12 @@
 //! buffers (`compute`, not modelled yet: reported as such, never as a made-up number).
 //!
 //! ```
-//! # use optimizer_core::memory::{predict, Gpu};
+//! # use optimizer_core::memory::{predict, GpuAtLoad};
 //! # use optimizer_core::settings::ServerSettings;
 //! # use optimizer_core::units::Bytes;
 //! # fn show(model: &optimizer_core::model::ModelDescription) -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = ServerSettings::from_args(&["-c", "131072", "-ctk", "q8_0", "-ctv", "q8_0"])?;
-//! let gpus = [Gpu::new("CUDA0", Bytes::from_mib(23_557)), Gpu::new("CUDA1", Bytes::from_mib(14_477))];
+//! let gpus = [GpuAtLoad::new("CUDA0", Bytes::from_mib(23_557)), GpuAtLoad::new("CUDA1", Bytes::from_mib(14_477))];
 //! let prediction = predict(model, &settings, &gpus)?;
 //! for row in prediction.mib() {
 //!     let _ = (row.name, row.weights, row.context);
@@ -50,9 +50,10 @@ use crate::units::{Bytes, MIB};
 
 /// One GPU as llama.cpp sees it when it loads a model: its backend name and the free memory it
 /// reports then (`llama_prepare_model_devices: using device CUDA0 (...) - 23557 MiB free`,
-/// src/llama.cpp:302-307), which is already net of llama.cpp's own CUDA context.
+/// src/llama.cpp:302-307), which is already net of llama.cpp's own CUDA context. For a described
+/// machine, [`crate::plan::Hardware`] gives both: `gpus[i].backend_name()` and `free_at_load(i)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Gpu {
+pub struct GpuAtLoad {
     /// The backend device name: `CUDA0`, `CUDA1`, ... It is also the name of the device's buffer
     /// type, which `-ot` targets and the load log print.
     pub name: String,
@@ -61,10 +62,10 @@ pub struct Gpu {
     pub free: Bytes,
 }
 
-impl Gpu {
+impl GpuAtLoad {
     /// A GPU named `name` with `free` bytes free.
-    pub fn new(name: impl Into<String>, free: Bytes) -> Gpu {
-        Gpu { name: name.into(), free }
+    pub fn new(name: impl Into<String>, free: Bytes) -> GpuAtLoad {
+        GpuAtLoad { name: name.into(), free }
     }
 }
 
@@ -109,7 +110,7 @@ pub struct TensorPlacement {
 
 /// The resolved placement: which device each layer and each tensor lives on.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Placement {
+pub struct ResolvedPlacement {
     /// llama.cpp's model devices, in its order, as indices into the GPU list: the GPUs, narrowed by
     /// `-dev` and by `-sm none` (src/llama.cpp:158-300).
     pub devices: Vec<usize>,
@@ -131,7 +132,7 @@ pub struct Placement {
     pub skipped: Vec<usize>,
 }
 
-impl Placement {
+impl ResolvedPlacement {
     /// How many of the layer slots (blocks and the output layer) are on a GPU.
     pub fn offloaded_layers(&self) -> usize {
         self.layers.iter().chain(std::iter::once(&self.output)).filter(|l| **l != Location::Host).count()
@@ -238,7 +239,7 @@ pub struct MemoryPrediction {
     /// The context llama.cpp creates.
     pub context: ResolvedContext,
     /// Where every layer and tensor lives.
-    pub placement: Placement,
+    pub placement: ResolvedPlacement,
     /// Memory per device: the model devices in llama.cpp's order, then any other GPU a tensor
     /// override sends tensors to, then `Host`.
     pub devices: Vec<DeviceMemory>,
@@ -273,7 +274,7 @@ impl MemoryPrediction {
 pub fn predict(
     model: &ModelDescription,
     settings: &ServerSettings,
-    gpus: &[Gpu],
+    gpus: &[GpuAtLoad],
 ) -> Result<MemoryPrediction, MemoryError> {
     Predictor::new(model).predict(settings, gpus)
 }
@@ -301,7 +302,7 @@ impl<'m> Predictor<'m> {
     pub fn predict(
         &mut self,
         settings: &ServerSettings,
-        gpus: &[Gpu],
+        gpus: &[GpuAtLoad],
     ) -> Result<MemoryPrediction, MemoryError> {
         let model = self.model;
         let resolved = self.patterns.resolve(model, &settings.overrides, gpus)?;
@@ -358,7 +359,7 @@ impl<'m> Predictor<'m> {
 
 /// The device's default buffer type: the GPU's name, or `CPU` for the host (what KV cache and
 /// recurrent state use there, llama-kv-cache.cpp:212-221).
-pub(crate) fn device_buffer_type(gpus: &[Gpu], loc: Location) -> String {
+pub(crate) fn device_buffer_type(gpus: &[GpuAtLoad], loc: Location) -> String {
     match loc {
         Location::Gpu(_) => gpu_name(gpus, loc).to_owned(),
         Location::Host => "CPU".to_owned(),
@@ -366,7 +367,7 @@ pub(crate) fn device_buffer_type(gpus: &[Gpu], loc: Location) -> String {
 }
 
 /// `CUDA0` for GPU 0, `Host` for the host.
-fn gpu_name(gpus: &[Gpu], loc: Location) -> &str {
+fn gpu_name(gpus: &[GpuAtLoad], loc: Location) -> &str {
     match loc {
         Location::Gpu(i) => gpus.get(i).map_or("?", |g| g.name.as_str()),
         Location::Host => "Host",

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::context::ResolvedContext;
 use super::host::host_buffer_name;
-use super::{Buffer, BufferKind, Gpu, Location, Placement};
+use super::{Buffer, BufferKind, GpuAtLoad, Location, ResolvedPlacement};
 use crate::model::ModelDescription;
 use crate::settings::ServerSettings;
 use crate::units::Bytes;
@@ -56,9 +56,9 @@ fn output_bytes(model: &ModelDescription, embeddings: bool, n_outputs: u32) -> B
 pub(crate) fn output_buffer(
     model: &ModelDescription,
     context: &ResolvedContext,
-    placement: &Placement,
+    placement: &ResolvedPlacement,
     settings: &ServerSettings,
-    gpus: &[Gpu],
+    gpus: &[GpuAtLoad],
 ) -> OutputBuffer {
     // llama-context.cpp:2196-2202: the output device's host buffer type, else CPU.
     let buffer_type = match placement.output {

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::error::{MemoryError, RegexConstruct};
-use super::{Gpu, Location, Placement, TensorCopy, TensorPlacement};
+use super::{GpuAtLoad, Location, ResolvedPlacement, TensorCopy, TensorPlacement};
 use crate::model::{LayerSlot, ModelDescription, TensorRole};
 use crate::settings::{OverrideTarget, TensorOverride};
 
 /// Where `o` sends tensors: `CPU` or a GPU's name, as llama.cpp checks when it parses `-ot`
 /// (common/arg.cpp:252-287): any GPU of the machine, not only the model's devices.
-fn target(o: &TensorOverride, gpus: &[Gpu]) -> Result<Location, MemoryError> {
+fn target(o: &TensorOverride, gpus: &[GpuAtLoad]) -> Result<Location, MemoryError> {
     match &o.target {
         OverrideTarget::Cpu => Ok(Location::Host),
         OverrideTarget::Device(name) => {
@@ -41,7 +41,7 @@ fn target(o: &TensorOverride, gpus: &[Gpu]) -> Result<Location, MemoryError> {
 }
 
 /// The targets of `overrides`, every one checked before any pattern is compiled.
-fn targets(overrides: &[TensorOverride], gpus: &[Gpu]) -> Result<Vec<Location>, MemoryError> {
+fn targets(overrides: &[TensorOverride], gpus: &[GpuAtLoad]) -> Result<Vec<Location>, MemoryError> {
     overrides.iter().map(|o| target(o, gpus)).collect()
 }
 
@@ -63,7 +63,7 @@ pub struct OverrideMatcher {
 
 impl OverrideMatcher {
     /// Compiles `overrides` (in order) for a machine with `gpus`.
-    pub fn compile(overrides: &[TensorOverride], gpus: &[Gpu]) -> Result<OverrideMatcher, MemoryError> {
+    pub fn compile(overrides: &[TensorOverride], gpus: &[GpuAtLoad]) -> Result<OverrideMatcher, MemoryError> {
         let targets = targets(overrides, gpus)?;
         let regexes = overrides.iter().map(|o| compile(&o.pattern)).collect::<Result<_, _>>()?;
         Ok(OverrideMatcher { regexes, targets })
@@ -115,7 +115,7 @@ impl PatternMatches {
         &mut self,
         model: &ModelDescription,
         overrides: &[TensorOverride],
-        gpus: &[Gpu],
+        gpus: &[GpuAtLoad],
     ) -> Result<ResolvedOverrides<'_>, MemoryError> {
         let targets = targets(overrides, gpus)?;
         for o in overrides {
@@ -187,10 +187,10 @@ pub(crate) fn unsupported_construct(pattern: &str) -> Option<RegexConstruct> {
 /// unless `mtp`; tied embeddings get their output copy and per-layer tensors one copy per buffer.
 pub(crate) fn place_tensors(
     model: &ModelDescription,
-    mut placement: Placement,
+    mut placement: ResolvedPlacement,
     overrides: &ResolvedOverrides<'_>,
     mtp: bool,
-) -> Placement {
+) -> ResolvedPlacement {
     let mut tensors = Vec::with_capacity(model.tensors.len() + 2);
     let mut skipped = Vec::new();
     for (index, t) in model.tensors.iter().enumerate() {
@@ -261,8 +261,11 @@ mod tests {
     use crate::settings::ServerSettings;
     use crate::units::Bytes;
 
-    fn gpus() -> Vec<Gpu> {
-        vec![Gpu::new("CUDA0", Bytes::from_mib(20_000)), Gpu::new("CUDA1", Bytes::from_mib(10_000))]
+    fn gpus() -> Vec<GpuAtLoad> {
+        vec![
+            GpuAtLoad::new("CUDA0", Bytes::from_mib(20_000)),
+            GpuAtLoad::new("CUDA1", Bytes::from_mib(10_000)),
+        ]
     }
 
     fn matcher(args: &[&str]) -> Result<OverrideMatcher, MemoryError> {

@@ -6,7 +6,7 @@
 
 use super::context::ResolvedContext;
 use super::weights::{cuda_alloc, host_alloc};
-use super::{Buffer, BufferKind, Gpu, Location, PerLocation, Placement, device_buffer_type};
+use super::{Buffer, BufferKind, GpuAtLoad, Location, PerLocation, ResolvedPlacement, device_buffer_type};
 use crate::gguf::GgmlType;
 use crate::model::ModelDescription;
 use crate::units::Bytes;
@@ -33,8 +33,8 @@ pub(crate) fn rows(context: &ResolvedContext) -> u64 {
 pub(crate) fn recurrent_state(
     model: &ModelDescription,
     context: &ResolvedContext,
-    placement: &Placement,
-    gpus: &[Gpu],
+    placement: &ResolvedPlacement,
+    gpus: &[GpuAtLoad],
 ) -> RecurrentState {
     let rows = rows(context);
     let mut per_location = PerLocation::new(gpus.len());

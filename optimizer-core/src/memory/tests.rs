@@ -5,15 +5,15 @@ use super::*;
 use crate::gguf::{GgmlType, GgufModel};
 use crate::model::testing;
 
-fn two_gpus() -> Vec<Gpu> {
-    vec![Gpu::new("CUDA0", Bytes::from_mib(23_557)), Gpu::new("CUDA1", Bytes::from_mib(14_477))]
+fn two_gpus() -> Vec<GpuAtLoad> {
+    vec![GpuAtLoad::new("CUDA0", Bytes::from_mib(23_557)), GpuAtLoad::new("CUDA1", Bytes::from_mib(14_477))]
 }
 
 fn describe(gguf: &GgufModel) -> ModelDescription {
     ModelDescription::from_gguf(gguf).unwrap()
 }
 
-fn run(model: &ModelDescription, args: &[&str], gpus: &[Gpu]) -> MemoryPrediction {
+fn run(model: &ModelDescription, args: &[&str], gpus: &[GpuAtLoad]) -> MemoryPrediction {
     predict(model, &ServerSettings::from_args(args).unwrap(), gpus).unwrap()
 }
 

@@ -10,7 +10,7 @@
 //! (llama-model-loader.cpp:1449-1464; llama-model.cpp:1851-1878), GPU tensors in between included.
 
 use super::host::{HostWeightsBuffer, MappedSpan, host_weights_buffer};
-use super::{Buffer, BufferKind, Gpu, Location, PerLocation, Placement, device_buffer_type};
+use super::{Buffer, BufferKind, GpuAtLoad, Location, PerLocation, ResolvedPlacement, device_buffer_type};
 use crate::gguf::GgmlType;
 use crate::model::{ModelDescription, ModelTensor};
 use crate::settings::ServerSettings;
@@ -72,9 +72,9 @@ pub(crate) struct Weights {
 /// Sizes the weights of `placement`.
 pub(crate) fn weights(
     model: &ModelDescription,
-    placement: &Placement,
+    placement: &ResolvedPlacement,
     settings: &ServerSettings,
-    gpus: &[Gpu],
+    gpus: &[GpuAtLoad],
 ) -> Weights {
     let mut per_location = PerLocation::new(gpus.len());
     let n_shards = model.tensors.iter().map(|t| t.shard + 1).max().unwrap_or(0);

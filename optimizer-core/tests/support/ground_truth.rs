@@ -1,9 +1,10 @@
 //! The ground truth of fixtures/ground-truth/data/: one JSON per row (`kind` dry, load or fit; the
 //! model key; how many GPUs; llama.cpp's arguments; for a dry run, llama.cpp's own per-device
-//! estimate in MiB) and the llama.cpp log of each real load, with the buffer lines parsed.
+//! estimate in MiB) and the llama.cpp log of each real load, read with `confirm`'s log parser.
 
 use std::path::{Path, PathBuf};
 
+use optimizer_core::confirm::{self, LaunchLog};
 use regex::Regex;
 use serde_json::Value;
 
@@ -102,23 +103,11 @@ pub fn rows() -> Vec<Row> {
     rows
 }
 
-/// One memory line of a load log.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LoggedBuffer {
-    /// `model`, `KV`, `RS` or `output`.
-    pub kind: &'static str,
-    /// The buffer name: `CUDA0`, `CPU_Mapped`, `CUDA_Host`, ...
-    pub name: String,
-    /// The size as printed, `%.2f` MiB.
-    pub mib: String,
-}
-
-/// What a load log says about memory.
+/// What a load log says: llama-server's log as `confirm` parses it, and the context lines it does
+/// not keep.
 #[derive(Clone, Debug, Default)]
 pub struct LoadLog {
-    /// `using device CUDA0 ... - N MiB free`, the last listing before the load.
-    pub free_mib: Vec<(String, u64)>,
-    pub buffers: Vec<LoggedBuffer>,
+    pub launch: LaunchLog,
     pub n_ctx: Option<u32>,
     pub n_seq_max: Option<u32>,
     pub n_ubatch: Option<u32>,
@@ -127,47 +116,19 @@ pub struct LoadLog {
     pub swa_cells: Option<u32>,
     /// `offloaded X/Y layers to GPU`.
     pub offloaded: Option<(usize, usize)>,
-    /// `failed to allocate CUDA1 buffer of size N` (bytes).
-    pub failed_alloc: Option<(String, u64)>,
 }
 
 /// Parses a llama-server `-lv 4` log.
 pub fn parse_log(path: &Path) -> LoadLog {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let re = |s: &str| Regex::new(s).unwrap();
-    let device = re(r"llama_prepare_model_devices: using device (\S+) .* - (\d+) MiB free");
-    let buffer = re(concat!(
-        r"(?:load_tensors|llama_kv_cache|llama_memory_recurrent|llama_context):\s+(\S+)\s+",
-        r"(model|KV|RS|output) buffer size =\s+([\d.]+) MiB"
-    ));
     let ctx_field = re(r"llama_context: (n_ctx|n_seq_max|n_ubatch|kv_unified)\s+= (\S+)");
     let swa = re(r"creating\s+SWA KV cache, size = (\d+) cells");
     let offloaded = re(r"load_tensors: offloaded (\d+)/(\d+) layers to GPU");
-    let failed = re(r"failed to allocate (\S+) buffer of size (\d+)");
 
-    let mut log = LoadLog::default();
-    let mut listing_done = false;
+    let mut log = LoadLog { launch: confirm::parse_log(&text), ..LoadLog::default() };
     for line in text.lines() {
-        if let Some(c) = device.captures(line) {
-            if listing_done {
-                log.free_mib.clear();
-                listing_done = false;
-            }
-            log.free_mib.push((c[1].to_owned(), c[2].parse().unwrap()));
-            continue;
-        }
-        if !log.free_mib.is_empty() {
-            listing_done = true;
-        }
-        if let Some(c) = buffer.captures(line) {
-            let kind = match &c[2] {
-                "model" => "model",
-                "KV" => "KV",
-                "RS" => "RS",
-                _ => "output",
-            };
-            log.buffers.push(LoggedBuffer { kind, name: c[1].to_owned(), mib: c[3].to_owned() });
-        } else if let Some(c) = ctx_field.captures(line) {
+        if let Some(c) = ctx_field.captures(line) {
             match &c[1] {
                 "n_ctx" => log.n_ctx = c[2].parse().ok(),
                 "n_seq_max" => log.n_seq_max = c[2].parse().ok(),
@@ -178,10 +139,6 @@ pub fn parse_log(path: &Path) -> LoadLog {
             log.swa_cells = c[1].parse().ok();
         } else if let Some(c) = offloaded.captures(line) {
             log.offloaded = Some((c[1].parse().unwrap(), c[2].parse().unwrap()));
-        } else if let Some(c) = failed.captures(line) {
-            if log.failed_alloc.is_none() {
-                log.failed_alloc = Some((c[1].to_owned(), c[2].parse().unwrap()));
-            }
         }
     }
     log
