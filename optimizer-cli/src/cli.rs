@@ -57,6 +57,22 @@ pub enum Command {
     /// CUDA_DEVICE_ORDER=PCI_BUS_ID; CUDA_VISIBLE_DEVICES is applied as CUDA applies it. Check the
     /// order against the PCI bus ids in llama-server's "using device CUDA0 (…) (0000:01:00.0)" line.
     Gpus(GpusArgs),
+
+    /// Predict llama.cpp's memory per GPU and in system RAM for a model and llama-server flags
+    ///
+    /// Prints what llama.cpp (build 11434) would allocate, in the shape of its own memory breakdown
+    /// (model, context and compute per GPU and Host, in MiB rounded down as llama.cpp rounds them),
+    /// the output buffer, host RAM, and what is left of each GPU's free memory. The prediction is
+    /// for the flags as given: --fit is not applied. Compute buffers are not modelled yet and are
+    /// reported as such, never as a number. Exits with 1 when some GPU is over even without them.
+    ///
+    /// MODEL is a .gguf file (any shard of a split model); PROFILE a profile of models.conf, whose
+    /// llama-server flags come first, the flags after -- next. For a .gguf file, llama-server's
+    /// LLAMA_ARG_* environment variables apply, as they would to llama-server; for a profile they do
+    /// not (the user's container does not pass them).
+    ///
+    /// The GPUs are found or described as for `splitplan gpus` (see its --help).
+    Memory(MemoryArgs),
 }
 
 /// `splitplan inspect`.
@@ -81,6 +97,44 @@ pub struct GpusArgs {
     /// Print JSON instead of a table (schema: docs/json.md, "gpus")
     #[arg(long)]
     pub json: bool,
+}
+
+/// `splitplan memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// A .gguf file (any shard of a split model) or a profile of models.conf
+    #[arg(value_name = "MODEL|PROFILE")]
+    pub target: String,
+
+    /// The context in tokens: -c N after the other llama-server flags
+    ///
+    /// The same as -c N after --. `max` (the largest context that fits) needs the planner, which
+    /// is not in this build.
+    #[arg(long, value_name = "N|max")]
+    pub ctx: Option<String>,
+
+    /// The models.conf that PROFILE is read from [default: ./models.conf]
+    #[arg(long, env = "SPLITPLAN_MODELS_CONF", value_name = "FILE")]
+    pub models_conf: Option<PathBuf>,
+
+    /// The folder profiles' MODEL paths are relative to [default: models/ beside models.conf]
+    #[arg(long, env = "MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// How the GPUs are given.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+
+    /// Print JSON instead of tables (schema: docs/json.md, "memory")
+    #[arg(long)]
+    pub json: bool,
+
+    /// llama-server flags, after --, spelled as llama-server spells them
+    ///
+    /// For example: -- -c 131072 -ub 512 -ctk q8_0 -ctv q8_0 -ot "exps=CPU". They are read by the
+    /// same rules as llama-server build 11434 reads them: an unknown flag is an error.
+    #[arg(last = true, value_name = "LLAMA_SERVER_FLAGS", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 /// How the GPUs a plan is for are given: shared by every command that needs them.

@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
+use optimizer_core::memory::GpuAtLoad;
 use optimizer_core::plan::devices::{self, DeviceOrder, Hardware};
+use optimizer_core::profile;
 use optimizer_core::render::gpus::DeviceSource;
+use optimizer_core::settings::{self, Note, ServerSettings};
 use optimizer_core::units::Bytes;
 
 use crate::cli::DeviceArgs;
@@ -133,4 +136,97 @@ fn default_config() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?;
     Some(base.join("splitplan").join("config.toml"))
+}
+
+/// What `memory` (and later the plan command) works on: a model file and llama-server settings.
+#[derive(Debug)]
+pub struct Target {
+    /// The model file to read (the first shard of a split model, or any shard).
+    pub model: PathBuf,
+    /// The models.conf profile it came from.
+    pub profile: Option<String>,
+    /// The llama-server settings.
+    pub settings: ServerSettings,
+    /// What the settings parser found worth saying.
+    pub notes: Vec<Note>,
+}
+
+/// Resolves `TARGET`, `--ctx`, the models.conf options and the llama-server flags after `--` into
+/// a model file and settings. A TARGET that ends in `.gguf`, holds a `/`, or is an existing file is a
+/// model file; anything else names a profile.
+pub fn target(
+    target: &str,
+    ctx: Option<&str>,
+    models_conf: Option<&Path>,
+    models_dir: Option<&Path>,
+    server_args: &[String],
+) -> Result<Target> {
+    let mut extra: Vec<String> = server_args.to_vec();
+    if let Some(ctx) = ctx {
+        extra.extend(["-c".to_owned(), ctx_tokens(ctx)?.to_string()]);
+    }
+    // Flags appended here override the profile's or the user's own on purpose: that they repeat
+    // an earlier flag is no news.
+    let appended: Vec<String> = extra.iter().filter(|w| w.starts_with('-')).cloned().collect();
+    let keep = |n: &Note| !matches!(n, Note::Repeated { flag } if appended.contains(flag));
+    let is_file = Path::new(target).extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        || target.contains(std::path::MAIN_SEPARATOR)
+        || target.contains('/')
+        || Path::new(target).is_file();
+    if is_file {
+        // llama-server reads its LLAMA_ARG_* variables; so do we, from this process's environment.
+        let env: Vec<(String, String)> =
+            std::env::vars().filter(|(k, _)| k.starts_with("LLAMA_ARG_")).collect();
+        let parsed = settings::parse(&extra, &env).context("invalid llama-server flags after --")?;
+        let notes = parsed.notes.into_iter().filter(keep).collect();
+        return Ok(Target { model: PathBuf::from(target), profile: None, settings: parsed.settings, notes });
+    }
+
+    let conf_path = models_conf.map_or_else(|| PathBuf::from("models.conf"), Path::to_owned);
+    let text = match std::fs::read_to_string(&conf_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(anyhow!(
+                "'{target}' is no .gguf file, so it names a profile of models.conf, but {} does not exist\n\
+                 hint: give the models.conf with --models-conf or SPLITPLAN_MODELS_CONF, or the path of a .gguf file",
+                conf_path.display()
+            ));
+        }
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", conf_path.display())),
+    };
+    let in_conf = |e: optimizer_core::profile::ProfileError| anyhow!("{}: {e}", conf_path.display());
+    let conf = profile::parse(&text).map_err(in_conf)?;
+    let p = conf.find(target).map_err(in_conf)?;
+    // The profile on its own first, so that its own mistakes are reported with their line.
+    p.server_settings().map_err(in_conf)?;
+    let mut args = p.server_args();
+    args.extend(extra);
+    // The container passes no LLAMA_ARG_* variables to llama-server.
+    let parsed = settings::parse(&args, &[] as &[(&str, &str)])
+        .context(format!("invalid llama-server flags after -- for profile [{}]", p.id))?;
+    let dir =
+        models_dir.map_or_else(|| conf_path.parent().unwrap_or(Path::new("")).join("models"), Path::to_owned);
+    Ok(Target {
+        model: dir.join(p.model_path()),
+        profile: Some(p.id.clone()),
+        settings: parsed.settings,
+        notes: parsed.notes.into_iter().filter(keep).collect(),
+    })
+}
+
+/// `--ctx N`; `max` is the planner's.
+fn ctx_tokens(ctx: &str) -> Result<u32> {
+    if ctx == "max" {
+        return Err(anyhow!(
+            "--ctx max needs the planner, which is not in this build\nhint: give the context in tokens, e.g. --ctx 131072"
+        ));
+    }
+    ctx.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+        anyhow!("invalid value '{ctx}' for --ctx, expected a number of tokens (e.g. 131072) or max")
+    })
+}
+
+/// The GPUs as llama.cpp sees them at load, for the memory model.
+pub fn gpus_at_load(hw: &Hardware) -> Vec<GpuAtLoad> {
+    hw.gpus.iter().enumerate().map(|(i, g)| GpuAtLoad::new(g.backend_name(), hw.free_at_load(i))).collect()
 }

@@ -38,6 +38,12 @@ fn splitplan_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// This machine's RAM shows in `memory`'s host line: hide it from snapshots.
+fn without_host_ram(text: &str) -> String {
+    let re = regex::Regex::new(r"known total ([\d,]+) MiB of [\d,]+ MiB").unwrap();
+    re.replace_all(text, "known total $1 MiB of [this machine's RAM] MiB").into_owned()
+}
+
 fn splitplan(args: &[&str]) -> Run {
     splitplan_in(&root(), args, &[])
 }
@@ -266,6 +272,7 @@ fn help() {
         ("help", &["--help"][..]),
         ("help_inspect", &["inspect", "--help"]),
         ("help_gpus", &["gpus", "--help"]),
+        ("help_memory", &["memory", "--help"]),
     ] {
         let run = splitplan(args);
         assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
@@ -302,4 +309,187 @@ fn closed_stdout_is_not_an_error() {
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert_eq!((child.wait().unwrap().code(), stderr.as_str()), (Some(0), ""));
+}
+
+const GLM_Q8: &str = "fixtures/models/GLM-4.7-Flash/GLM-4.7-Flash-Q8_0.gguf";
+
+/// Ground truth row glm-d01 (fixtures/ground-truth/data/2026-11-21-h200x2/rows/glm-d01.json):
+/// llama-fit-params on the emulated 4090 + 5070 Ti pair printed CUDA0 20698 2295 360, CUDA1 9339
+/// 1300 362, Host 321 0 144. Weights and context must match to the MiB; compute is not modelled.
+#[test]
+fn memory_matches_llama_cpp_dry_run() {
+    let ot = r"blk\.([0-9]|[12][0-9]|3[0-2])\.=CUDA0,blk\.(3[3-9]|4[0-6])\.=CUDA1";
+    let args = [
+        "memory",
+        "--json",
+        GLM_Q8,
+        "--free",
+        "23557,14477",
+        "--",
+        "-ngl",
+        "99",
+        "-ot",
+        ot,
+        "-fa",
+        "on",
+        "-ctk",
+        "q8_0",
+        "-ctv",
+        "q8_0",
+        "-np",
+        "1",
+        "-c",
+        "131072",
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+    ];
+    let run = splitplan(&args);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["llama_cpp"], "11434");
+    let rows: Vec<(String, u64, u64)> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["model_mib"].as_u64().unwrap(),
+                d["context_mib"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("CUDA0", 20_698, 2_295), ("CUDA1", 9_339, 1_300), ("Host", 321, 0)];
+    assert_eq!(rows, expected.map(|(n, m, c)| (n.to_owned(), m, c)));
+    assert!(
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["compute_mib"].is_null() && d["compute_bytes"].is_null())
+    );
+    assert_eq!(v["fits"], serde_json::Value::Null, "only the compute buffers decide");
+    assert_eq!(v["gpus"][0]["left_mib"], 23_557 - 20_698 - 2_295 - 1);
+
+    let text = splitplan(&args[..1].iter().chain(&args[2..]).copied().collect::<Vec<_>>());
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    insta::assert_snapshot!("memory_glm_q8", without_host_ram(&text.stdout));
+}
+
+#[test]
+fn memory_of_a_profile() {
+    let run = splitplan(&[
+        "memory",
+        "--models-conf",
+        "fixtures/models.conf",
+        "qwen3-coder-ud-q5",
+        "--free",
+        "23557,14477",
+    ]);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    insta::assert_snapshot!("memory_profile_qwen3_coder", without_host_ram(&run.stdout));
+
+    // From the environment, the flags after -- and --ctx appended to the profile's; the models
+    // folder defaults to models/ beside models.conf.
+    let fixtures = root().join("fixtures");
+    let run = splitplan_in(
+        &fixtures,
+        &[
+            "memory",
+            "--json",
+            "qwen3-coder-ud-q5",
+            "--free",
+            "23557,14477",
+            "--ctx",
+            "65536",
+            "--",
+            "-ub",
+            "2048",
+        ],
+        &[],
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["profile"], "qwen3-coder-ud-q5");
+    assert_eq!(
+        v["model"],
+        "models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf"
+    );
+    assert_eq!(
+        (v["context"]["n_ctx"].as_u64(), v["context"]["n_ubatch"].as_u64()),
+        (Some(65_536), Some(2048))
+    );
+    let conf = fixtures.join("models.conf");
+    let env = splitplan_in(
+        &root(),
+        &["memory", "--json", "qwen3-coder-ud-q5", "--free", "23557,14477"],
+        &[("SPLITPLAN_MODELS_CONF", conf.to_str().unwrap()), ("MODELS_DIR", "fixtures/models")],
+    );
+    assert_eq!(env.code, 0, "{}", env.stderr);
+}
+
+#[test]
+fn memory_reads_llama_arg_variables_for_a_model_file() {
+    let run = splitplan_in(
+        &root(),
+        &["memory", "--json", GLM_Q8, "--free", "23557,14477"],
+        &[("LLAMA_ARG_CTX_SIZE", "8192")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["context"]["n_ctx"], 8192);
+}
+
+#[test]
+fn memory_that_does_not_fit_exits_1() {
+    let run = splitplan(&[
+        "memory",
+        GLM_Q8,
+        "--free",
+        "20000,8000",
+        "--",
+        "-ngl",
+        "99",
+        "-ts",
+        "1,1",
+        "-c",
+        "4096",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.starts_with("memory breakdown"), "the prediction is still printed");
+    assert!(run.stderr.starts_with("error: does not fit: over on CUDA1 by "), "{}", run.stderr);
+}
+
+#[test]
+fn memory_errors() {
+    let bad_flag = splitplan(&["memory", GLM_Q8, "--free", "1,1", "--", "-c", "4096", "--bogus"]);
+    insta::assert_snapshot!(fails(&bad_flag), @r"
+    error: invalid llama-server flags after --
+      caused by: invalid argument: --bogus
+    ");
+    let unknown = splitplan(&["memory", "--models-conf", "fixtures/models.conf", "qwen", "--free", "1,1"]);
+    insta::assert_snapshot!(fails(&unknown), @"error: fixtures/models.conf: no profile [qwen] in models.conf; the profiles are: glm-flash-q4, glm-flash-q8, gpt-oss-120b, qwen3-coder-ud-q5, bench-glm-flash-q8, bench-qwen3-coder-ud-q5");
+    let dir = tempfile::tempdir().unwrap();
+    let none = splitplan_in(dir.path(), &["memory", "qwen", "--free", "1,1"], &[]);
+    insta::assert_snapshot!(fails(&none), @r"
+    error: 'qwen' is no .gguf file, so it names a profile of models.conf, but models.conf does not exist
+    hint: give the models.conf with --models-conf or SPLITPLAN_MODELS_CONF, or the path of a .gguf file
+    ");
+    std::fs::write(dir.path().join("models.conf"), "[qwen]\nMODEL=q.gguf\nthis is not a key\n").unwrap();
+    let malformed = splitplan_in(dir.path(), &["memory", "qwen", "--free", "1,1"], &[]);
+    insta::assert_snapshot!(fails(&malformed), @r#"error: models.conf: line 3: expected [profile], KEY=VALUE, a # comment or a blank line, found "this is not a key""#);
+    std::fs::write(dir.path().join("models.conf"), "[qwen]\nMODEL=q.gguf\nEXTRA_ARGS=-sm row\n").unwrap();
+    let refused = splitplan_in(dir.path(), &["memory", "qwen", "--free", "1,1"], &[]);
+    assert!(
+        fails(&refused)
+            .starts_with("error: models.conf: line 1: profile [qwen]: llama.cpp cannot run this: -sm row")
+    );
+    let max = splitplan(&["memory", GLM_Q8, "--free", "1,1", "--ctx", "max"]);
+    assert!(
+        fails(&max).starts_with("error: --ctx max needs the planner, which is not in this build\nhint: ")
+    );
+    let missing_model = splitplan_in(dir.path(), &["memory", "gone.gguf", "--free", "1,1"], &[]);
+    assert!(fails(&missing_model).starts_with("error: gone.gguf: could not read the file"));
 }

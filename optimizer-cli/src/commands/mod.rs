@@ -3,6 +3,7 @@
 
 mod gpus;
 mod inspect;
+mod memory;
 
 use anyhow::Result;
 
@@ -15,7 +16,6 @@ pub enum Outcome {
     /// Done (exit 0).
     Done,
     /// It ran, but the answer is no: does not fit, out of memory, a launch failed (exit 1).
-    #[allow(dead_code)] // the first command that answers no (memory: does not fit) is on its way
     No,
 }
 
@@ -24,5 +24,6 @@ pub fn run(command: Command, printer: &Printer) -> Result<Outcome> {
     match command {
         Command::Inspect(args) => inspect::run(&args, printer),
         Command::Gpus(args) => gpus::run(&args, printer),
+        Command::Memory(args) => memory::run(&args, printer),
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! - `ranges`: layer sets as compact regex alternations (`[0-9]|1[0-4]`).
 //! - `ot`: a placement as `-ngl`, integer `-ts`, an ordered `-ot` list and `--fit off`.
-//! - `inspect`, `gpus`: one file per command's report, each with a text and a JSON renderer; the JSON
+//! - `inspect`, `gpus`, `memory`: one file per command's report, each with a text and a JSON renderer; the JSON
 //!   comes from the report's serde structs, whose fields are the documented schema (docs/json.md), in a
 //!   fixed order.
 
 pub mod gpus;
 pub mod inspect;
+pub mod memory;
 mod ot;
 mod ranges;
 #[cfg(test)]

@@ -91,3 +91,47 @@ fn gpus_with_pci_and_none() {
     let empty = GpusReport::new(&Hardware::new(Vec::new()), DeviceSource::Config, Some("c.toml".into()), &[]);
     insta::assert_snapshot!("gpus_none_text", super::gpus::text(&empty));
 }
+
+#[test]
+fn memory_breakdown() {
+    use crate::memory::{GpuAtLoad, predict};
+    use crate::render::memory::{self, MemoryReport};
+    use crate::settings::ServerSettings;
+
+    let model = ModelDescription::from_gguf(&qwen3_coder_next(8, false).build()).unwrap();
+    let settings = ServerSettings::from_args(&[
+        "-c",
+        "32768",
+        "-np",
+        "1",
+        "-ctk",
+        "q8_0",
+        "-ctv",
+        "q8_0",
+        "-fa",
+        "on",
+        "-ot",
+        r"blk\.[0-3]\.=CUDA0,blk\.[4-5]\.=CUDA1,exps=CPU",
+    ])
+    .unwrap();
+    let mut hw = Hardware::new(parse_gpu_list("4090,5070ti").unwrap());
+    hw.set_free_at_load(&[Bytes::from_mib(23_557), Bytes::from_mib(200)]).unwrap();
+    hw.host_ram = Some(Bytes::from_gib(64));
+    let gpus: Vec<GpuAtLoad> =
+        (0..2).map(|i| GpuAtLoad::new(hw.gpus[i].backend_name(), hw.free_at_load(i))).collect();
+    let prediction = predict(&model, &settings, &gpus).unwrap();
+    let r = MemoryReport::new(&prediction, &settings, &hw, "test.gguf", None);
+    // The breakdown's MiB are llama.cpp's: bytes / 2^20, rounded down.
+    for d in &r.devices {
+        assert_eq!(d.model_mib, d.model_bytes.get() >> 20);
+        assert_eq!(d.context_mib, d.context_bytes.get() >> 20);
+        assert_eq!(d.compute_mib, None, "compute is not modelled yet");
+    }
+    assert_eq!(r.devices.last().unwrap().name, "Host");
+    // CUDA1 has 200 MiB free and more to hold: does not fit, whatever the compute buffers.
+    assert!(r.gpus[1].left_bytes < 0);
+    assert_eq!(r.fits, Some(false));
+    insta::assert_snapshot!("memory_text", memory::text(&r));
+    let json = memory::json(&r);
+    assert!(json.starts_with("{\n  \"llama_cpp\": \"11434\",\n  \"devices\": [\n    {\n      \"name\": \"CUDA0\",\n      \"model_mib\": "), "{json}");
+}

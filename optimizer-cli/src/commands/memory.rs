@@ -1,0 +1,55 @@
+//! `splitplan memory TARGET -- FLAGS`: the predicted memory per device for a model and
+//! llama-server flags, on the GPUs found or described.
+
+use anyhow::Result;
+use optimizer_core::gguf::{self, ReadOptions};
+use optimizer_core::memory;
+use optimizer_core::model::ModelDescription;
+use optimizer_core::render::memory::{self as render, MemoryReport};
+use optimizer_core::units::group_thousands;
+
+use super::Outcome;
+use crate::cli::MemoryArgs;
+use crate::printer::{Level, Printer};
+use crate::settings;
+
+pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
+    let target = settings::target(
+        &args.target,
+        args.ctx.as_deref(),
+        args.models_conf.as_deref(),
+        args.models_dir.as_deref(),
+        &args.server_args,
+    )?;
+    let machine = settings::machine(&args.devices)?;
+    let gguf = gguf::open_model(&target.model, &ReadOptions::default())?;
+    let model = ModelDescription::from_gguf(&gguf)?;
+    for note in &machine.notes {
+        printer.message(Level::Note, note);
+    }
+    for note in &target.notes {
+        printer.message(Level::Note, &note.to_string());
+    }
+    for w in &model.warnings {
+        printer.message(Level::Warning, &w.to_string());
+    }
+    let prediction = memory::predict(&model, &target.settings, &settings::gpus_at_load(&machine.hardware))?;
+    let path = target.model.display().to_string();
+    let report =
+        MemoryReport::new(&prediction, &target.settings, &machine.hardware, &path, target.profile.as_deref());
+    printer.data(&if args.json { render::json(&report) } else { render::text(&report) })?;
+    if report.fits == Some(false) {
+        let over: Vec<String> = report
+            .gpus
+            .iter()
+            .filter(|g| g.left_bytes < 0)
+            .map(|g| {
+                let compute = if g.compute_included { "" } else { " before its compute buffers" };
+                format!("{} by {} MiB{compute}", g.name, group_thousands(g.left_mib.unsigned_abs()))
+            })
+            .collect();
+        printer.message(Level::Error, &format!("does not fit: over on {}", over.join(", ")));
+        return Ok(Outcome::No);
+    }
+    Ok(Outcome::Done)
+}
