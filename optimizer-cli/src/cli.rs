@@ -17,7 +17,8 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  it ran, but the answer is no (does not fit, out of memory, a launch failed)
-  2  bad input or usage (a missing or broken model file, an unknown flag, a malformed models.conf)";
+  2  bad input or usage (a missing or broken model file, an unknown flag, a malformed models.conf)
+  130  confirm was interrupted (Ctrl-C, SIGTERM) and stopped its llama-server";
 
 /// Plan where llama.cpp puts every tensor of a model across GPUs and system RAM
 ///
@@ -73,6 +74,26 @@ pub enum Command {
     ///
     /// The GPUs are found or described as for `splitplan gpus` (see its --help).
     Memory(MemoryArgs),
+
+    /// Prove a placement by launching llama-server: detect out-of-memory, bisect, measure
+    ///
+    /// Launches the real llama-server with the profile's command (or MODEL and the flags after
+    /// --), each time with -lv 4, --host 127.0.0.1, a free port and a log file kept for you;
+    /// waits for /health, sends a worst-case request (a prompt filling --fill of the context, then
+    /// --n-predict generated tokens), samples each GPU's memory through NVML, and stops the server
+    /// (SIGINT, then SIGKILL after --grace), always, Ctrl-C included. On out-of-memory it steps back
+    /// along the ladder of candidate placements by what was missing, and stops at the most
+    /// GPU-resident placement that loaded and survived the request: usually one or two launches,
+    /// at most ⌈log2(rungs)⌉ + 2.
+    ///
+    /// llama-server is --llama-server, else LLAMA_SERVER, else llama-server on PATH; or a launch
+    /// template (--launch-template, SPLITPLAN_LAUNCH_TEMPLATE, or launch_template in the [confirm]
+    /// section of the config) for Docker setups, with {args} where the arguments go, {args_plain}
+    /// for an unquoted list (EXTRA_ARGS={args_plain}) and {port}. The load timeout is one minute
+    /// plus the model files read at 250 MiB/s. Measurements go to the calibration cache
+    /// ($SPLITPLAN_CACHE_DIR, else $XDG_CACHE_HOME/splitplan, else ~/.cache/splitplan) unless
+    /// --no-cache; logs to its logs/ folder unless --log-dir.
+    Confirm(ConfirmArgs),
 }
 
 /// `splitplan inspect`.
@@ -135,6 +156,89 @@ pub struct MemoryArgs {
     /// same rules as llama-server build 11434 reads them: an unknown flag is an error.
     #[arg(last = true, value_name = "LLAMA_SERVER_FLAGS", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+}
+
+/// `splitplan confirm`.
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // each is one on/off flag of the command line
+pub struct ConfirmArgs {
+    /// A profile of models.conf, or a model file (.gguf)
+    #[arg(value_name = "PROFILE|MODEL")]
+    pub target: String,
+
+    /// llama-server flags, added after the profile's (a later flag overrides an earlier one)
+    #[arg(last = true, value_name = "LLAMA-SERVER FLAGS", allow_hyphen_values = true)]
+    pub server_flags: Vec<String>,
+
+    /// The models.conf to read [default: ./models.conf]
+    #[arg(long, env = "SPLITPLAN_MODELS_CONF", value_name = "FILE")]
+    pub models_conf: Option<PathBuf>,
+
+    /// The folder the profiles' MODEL paths are under [default: models/ beside models.conf]
+    #[arg(long, env = "MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// The llama-server binary [default: llama-server on PATH]
+    #[arg(long, env = "LLAMA_SERVER", value_name = "PATH")]
+    pub llama_server: Option<PathBuf>,
+
+    /// A command that starts llama-server, with {args} where its arguments go (Docker setups)
+    #[arg(long, env = "SPLITPLAN_LAUNCH_TEMPLATE", value_name = "COMMAND")]
+    pub launch_template: Option<String>,
+
+    /// The ladder of candidate placements, as JSON (schema: docs/json.md, "ladder")
+    ///
+    /// [default: the profile's own placement, then its context stepped down to 196,608 and
+    /// 131,072 tokens when it is larger]
+    #[arg(long, value_name = "FILE")]
+    pub ladder: Option<PathBuf>,
+
+    /// The share of the context the worst-case prompt fills, from 0 to 1 [default: 0.25]
+    #[arg(long, value_name = "SHARE", default_value_t = 0.25)]
+    pub fill: f64,
+
+    /// Tokens generated after the worst-case prompt
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub n_predict: u32,
+
+    /// Seconds a load may take [default: 60 + the model size at 250 MiB/s]
+    #[arg(long, value_name = "SECS")]
+    pub load_timeout: Option<u64>,
+
+    /// Seconds the worst-case request may take [default: 120 + the prompt at 50 tokens/s]
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<u64>,
+
+    /// Seconds between SIGINT and SIGKILL when stopping llama-server
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub grace: u64,
+
+    /// The margin per GPU that must stay free at the peak, MiB (one value for all, or one each)
+    ///
+    /// [default: the profile's --fit-target, else 128,1024]. Headroom beyond it lets the search
+    /// try a more GPU-resident placement; a prediction off by more than it is reported.
+    #[arg(long, value_name = "MiB,…")]
+    pub margin: Option<String>,
+
+    /// Where the llama-server logs go [default: logs/ in the cache folder]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Neither read nor write the calibration cache
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Write the proven placement to the profile in models.conf (a .bak is kept beside it)
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Print JSON instead of the results table (schema: docs/json.md, "confirm")
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress on stderr
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// How the GPUs a plan is for are given: shared by every command that needs them.

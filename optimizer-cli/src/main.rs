@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod devices;
+mod launch;
 mod printer;
 mod settings;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     match commands::run(cli.command, &printer) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::No) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(ToString::to_string).collect();

@@ -132,7 +132,7 @@ fn from_config(path: &Path, cuda_context: Option<Bytes>) -> Result<Machine> {
 }
 
 /// `$XDG_CONFIG_HOME/splitplan/config.toml`, else `~/.config/splitplan/config.toml`.
-fn default_config() -> Option<PathBuf> {
+pub(crate) fn default_config() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?;
     Some(base.join("splitplan").join("config.toml"))

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each takes its arguments and the printer, writes its data to stdout
 //! and says whether the answer was yes or no; errors go back to `main`.
 
+mod confirm;
 mod gpus;
 mod inspect;
 mod memory;
@@ -17,6 +18,8 @@ pub enum Outcome {
     Done,
     /// It ran, but the answer is no: does not fit, out of memory, a launch failed (exit 1).
     No,
+    /// Stopped by Ctrl-C or SIGTERM after cleaning up (exit 130).
+    Interrupted,
 }
 
 /// Runs a command.
@@ -25,5 +28,6 @@ pub fn run(command: Command, printer: &Printer) -> Result<Outcome> {
         Command::Inspect(args) => inspect::run(&args, printer),
         Command::Gpus(args) => gpus::run(&args, printer),
         Command::Memory(args) => memory::run(&args, printer),
+        Command::Confirm(args) => confirm::run(&args, printer),
     }
 }

@@ -299,6 +299,8 @@ pub struct LaunchLog {
     pub buffers: Vec<BufferLine>,
     /// The last `graph (pp bs=…)` line.
     pub graph: Option<GraphSplits>,
+    /// `llama_context: n_ctx_seq = N`: the context one sequence (one request) can fill.
+    pub n_ctx_seq: Option<u32>,
     /// `sched copies = N` of the last reserve: 4 means pipeline parallelism (llama-context.cpp:767).
     pub sched_copies: Option<u32>,
     /// Every memory breakdown table, in order (`--fit` probes print one each).
@@ -422,6 +424,8 @@ impl LogParser {
             self.log.buffers.push(BufferLine { kind, buffer, size, line: n });
         } else if let Some(g) = after(line, "sched_reserve: graph").and_then(parse_graph) {
             self.log.graph = Some(g);
+        } else if let Some(n) = after(line, "llama_context: n_ctx_seq") {
+            self.log.n_ctx_seq = n.trim_start_matches([' ', '=']).trim().parse().ok();
         } else if let Some(copies) = after(line, "sched copies = ") {
             self.log.sched_copies = copies.trim().parse().ok();
         } else if let Some(f) = after(line, "common_params_fit_impl:   - ").and_then(parse_fit_layers) {

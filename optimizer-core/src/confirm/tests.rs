@@ -66,6 +66,7 @@ fn successful_load_q5_l01() {
         })
     );
     assert!(log.model_loaded);
+    assert_eq!(log.n_ctx_seq, Some(262_144));
     assert_eq!(log.listening.as_deref(), Some("http://127.0.0.1:49827"));
     assert!(log.failures.is_empty(), "{:?}", log.failures);
 

@@ -1,0 +1,940 @@
+//! `splitplan confirm PROFILE|MODEL`: launch llama-server with the plan, read what happened, step
+//! along the ladder of candidate placements by what was missing, and report the most GPU-resident
+//! placement that loaded and survived a worst-case request, with what it measured.
+//!
+//! The search is core's ([`optimizer_core::bisect`]), the meaning of each launch too
+//! ([`optimizer_core::confirm::classify`]); this module resolves the inputs, runs the launches
+//! through a [`Launcher`], prints, writes the calibration cache and, with `--apply`, the profile.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use optimizer_core::LLAMA_CPP_BUILD;
+use optimizer_core::bisect::{Search, Verdict};
+use optimizer_core::confirm::{
+    BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, Ladder, MeasuredDevice,
+    Measurement, ModelIdentity, Rung, TestResult, calibration, classify, compare, measure,
+    parse_version_output, render_results_table,
+};
+use optimizer_core::profile::{self, ProfileChanges};
+use optimizer_core::settings::{CtxSize, ServerSettings};
+use optimizer_core::units::Bytes;
+use serde::Serialize;
+
+use super::Outcome;
+use crate::cli::ConfirmArgs;
+use crate::launch::nvml::GpuSampler;
+use crate::launch::process::RealLauncher;
+use crate::launch::progress::Progress;
+use crate::launch::{
+    Interrupted, LaunchReport, LaunchSpec, Launcher, Program, RequestPlan, load_timeout_for,
+};
+use crate::printer::{Level, Printer};
+
+/// The margins when neither `--margin` nor the profile's `--fit-target` gives one: the user's
+/// docker-compose default (BRIEF.md): 128 MiB on the dedicated GPU, 1 GiB on the display GPU.
+const DEFAULT_MARGINS_MIB: [u64; 2] = [128, 1024];
+
+/// The context steps of the default ladder, in the user's order (BRIEF.md: 256K → 192K → 128K).
+const CONTEXT_STEPS: [u32; 2] = [196_608, 131_072];
+
+pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))
+            .context("could not install the Ctrl-C handler that stops llama-server")?;
+    }
+    let inputs = Inputs::resolve(args)?;
+    for note in &inputs.notes {
+        printer.message(Level::Note, note);
+    }
+    let sampler = match GpuSampler::open() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            printer.message(
+                Level::Note,
+                &format!(
+                    "{e:#}: the VRAM at the peak is read from the memory breakdown llama-server prints at exit instead"
+                ),
+            );
+            None
+        }
+    };
+    let mut launcher = RealLauncher::new(sampler, interrupted);
+    let progress = Progress::stderr(args.quiet || args.json);
+    let run = search(&inputs, &mut launcher, &progress, printer);
+    progress.finish();
+    let run = match run {
+        Err(e) if e.is::<Interrupted>() => {
+            printer.message(Level::Error, "interrupted: llama-server was stopped, nothing was changed");
+            return Ok(Outcome::Interrupted);
+        }
+        r => r?,
+    };
+    report(&inputs, &run, args, printer)
+}
+
+/// Everything a confirm run needs, resolved from the arguments.
+struct Inputs {
+    program: Program,
+    base_args: Vec<String>,
+    settings: ServerSettings,
+    /// `-m` for launches (a template keeps the base's container path).
+    launch_model: Option<String>,
+    model_path: PathBuf,
+    profile: Option<ProfileFile>,
+    ladder: Ladder,
+    margins: Vec<Bytes>,
+    host: String,
+    request: RequestPlan,
+    load_timeout: Duration,
+    grace: Duration,
+    log_dir: PathBuf,
+    log_stem: String,
+    cache: Option<CalibrationCache>,
+    build: Option<BuildInfo>,
+    notes: Vec<String>,
+}
+
+/// The profile being confirmed, for `--apply`.
+struct ProfileFile {
+    path: PathBuf,
+    text: String,
+    id: String,
+}
+
+impl Inputs {
+    fn resolve(args: &ConfirmArgs) -> Result<Inputs> {
+        if !(args.fill > 0.0 && args.fill <= 1.0) {
+            bail!(
+                "invalid value '{}' for --fill: expected a share of the context above 0 and at most 1",
+                args.fill
+            );
+        }
+        let mut notes = Vec::new();
+        let cwd = std::env::current_dir().context("could not read the current folder")?;
+        let looks_like_model = Path::new(&args.target).extension().is_some_and(|e| e == "gguf");
+        let (mut base_args, model_path, profile) = if looks_like_model {
+            if args.apply {
+                bail!("--apply needs a profile of models.conf, not a model file");
+            }
+            let path = cwd.join(&args.target);
+            (vec!["-m".to_string(), path.display().to_string()], path, None)
+        } else {
+            let conf = args.models_conf.clone().unwrap_or_else(|| cwd.join("models.conf"));
+            let text = std::fs::read_to_string(&conf).with_context(|| {
+                format!(
+                    "could not read models.conf at '{}'\nhint: name it with --models-conf or SPLITPLAN_MODELS_CONF, \
+                     or give a model file (.gguf)",
+                    conf.display()
+                )
+            })?;
+            let parsed =
+                profile::parse(&text).with_context(|| format!("invalid models.conf '{}'", conf.display()))?;
+            let p = parsed.find(&args.target)?;
+            let dir = args
+                .models_dir
+                .clone()
+                .unwrap_or_else(|| conf.parent().unwrap_or(Path::new(".")).join("models"));
+            let model_path = dir.join(p.model_path());
+            let file = ProfileFile { path: conf.clone(), text: text.clone(), id: p.id.clone() };
+            (p.server_args(), model_path, Some(file))
+        };
+        base_args.extend(args.server_flags.iter().cloned());
+        let settings = ServerSettings::from_args(&base_args).context("invalid llama-server flags")?;
+        if !model_path.is_file() {
+            bail!(
+                "model file not found: '{}'\nhint: the profile's MODEL is read under the models folder; name it \
+                 with --models-dir or MODELS_DIR",
+                model_path.display()
+            );
+        }
+        let model_size =
+            model_files(&model_path).iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+        let model_size = Bytes::new(model_size);
+
+        let template = args.launch_template.clone().or_else(config_launch_template);
+        let (program, launch_model, host) = if let Some(t) = template {
+            (Program::Template(t), None, "0.0.0.0".to_string())
+        } else {
+            // a direct launch reads the model where it is on this machine
+            let bin = find_llama_server(args.llama_server.as_deref())?;
+            (Program::Binary(bin), Some(model_path.display().to_string()), "127.0.0.1".to_string())
+        };
+        let build = match &program {
+            Program::Binary(bin) => server_build(bin),
+            Program::Template(_) => None,
+        };
+        match &build {
+            Some(b) if b.number != LLAMA_CPP_BUILD => notes.push(format!(
+                "llama-server is build {} ({}), splitplan models build {LLAMA_CPP_BUILD}: buffer sizes and \
+                 out-of-memory behaviour may differ",
+                b.number, b.commit
+            )),
+            None if matches!(program, Program::Binary(_)) => notes.push(format!(
+                "could not read llama-server's build from --version; splitplan models build {LLAMA_CPP_BUILD}"
+            )),
+            _ => {}
+        }
+
+        let ladder = match &args.ladder {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("could not read the ladder '{}'", path.display()))?;
+                let ladder: Ladder = serde_json::from_str(&text)
+                    .with_context(|| format!("invalid ladder '{}'", path.display()))?;
+                ladder.check().with_context(|| format!("invalid ladder '{}'", path.display()))?;
+                ladder
+            }
+            None => default_ladder(&settings),
+        };
+        let margins = match &args.margin {
+            Some(m) => m
+                .split(',')
+                .map(|v| Bytes::parse_mib_default(v.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| {
+                    format!("invalid value '{m}' for --margin: expected MiB per GPU, e.g. 128,1024")
+                })?,
+            None if !settings.fit_target.per_device.is_empty() => settings.fit_target.per_device.clone(),
+            None => DEFAULT_MARGINS_MIB.iter().map(|&m| Bytes::from_mib(m)).collect(),
+        };
+        let cache_dir = CalibrationCache::default_dir(|k| std::env::var_os(k));
+        let cache = if args.no_cache { None } else { cache_dir.clone().map(CalibrationCache::new) };
+        let log_dir = match (&args.log_dir, &cache_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => c.join("logs"),
+            (None, None) => std::env::temp_dir().join("splitplan-logs"),
+        };
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("could not create the log folder '{}'", log_dir.display()))?;
+        let name = profile.as_ref().map_or_else(
+            || {
+                model_path
+                    .file_stem()
+                    .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned())
+            },
+            |p| p.id.clone(),
+        );
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Inputs {
+            program,
+            base_args,
+            settings,
+            launch_model,
+            model_path,
+            profile,
+            ladder,
+            margins,
+            host,
+            request: RequestPlan {
+                fill: args.fill,
+                n_predict: args.n_predict,
+                timeout: args.request_timeout.map(Duration::from_secs),
+            },
+            load_timeout: args.load_timeout.map_or_else(|| load_timeout_for(model_size), Duration::from_secs),
+            grace: Duration::from_secs(args.grace),
+            log_dir,
+            log_stem: format!("{name}-{stamp}"),
+            cache,
+            build,
+            notes,
+        })
+    }
+
+    fn margin(&self, gpu: usize) -> Bytes {
+        self.margins.get(gpu).or(self.margins.last()).copied().unwrap_or(Bytes::ZERO)
+    }
+}
+
+/// The default ladder without a planner's: the profile's own placement, then its context stepped
+/// down in the user's order while it is above each step.
+fn default_ladder(settings: &ServerSettings) -> Ladder {
+    let mut ladder = Ladder::single(Vec::new(), "the profile's placement");
+    if let CtxSize::Tokens(ctx) = settings.effective_ctx_size() {
+        for step in CONTEXT_STEPS.into_iter().filter(|&s| s < ctx) {
+            ladder.rungs.push(Rung {
+                label: format!("context {}", optimizer_core::units::group_thousands(u64::from(step))),
+                placement: Vec::new(),
+                ctx_size: Some(step),
+                ubatch_size: None,
+                predicted: Vec::new(),
+            });
+        }
+    }
+    ladder
+}
+
+/// A split model's shards (`NAME-00001-of-00003.gguf`), or the one file.
+fn model_files(first: &Path) -> Vec<PathBuf> {
+    let name = first.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let Some(stem) = name.strip_suffix(".gguf") else { return vec![first.to_path_buf()] };
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    if let [total, "of", _, prefix] = parts.as_slice()
+        && let Ok(n) = total.parse::<u32>()
+        && total.len() == 5
+    {
+        return (1..=n).map(|i| first.with_file_name(format!("{prefix}-{i:05}-of-{total}.gguf"))).collect();
+    }
+    vec![first.to_path_buf()]
+}
+
+/// `--llama-server`/`LLAMA_SERVER` (clap reads both), else `llama-server` on PATH.
+fn find_llama_server(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!(
+            "llama-server not found at '{}'\nhint: give the llama-server binary with --llama-server or LLAMA_SERVER",
+            p.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join("llama-server")).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!(
+            "llama-server not found on PATH\nhint: give the llama-server binary with --llama-server or LLAMA_SERVER, \
+             or a launch template with --launch-template for a container"
+        )
+    })
+}
+
+/// The build `llama-server --version` reports, within 10 seconds.
+fn server_build(bin: &Path) -> Option<BuildInfo> {
+    let mut child = std::process::Command::new(bin)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().ok()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    parse_version_output(&text)
+}
+
+/// `[confirm] launch_template` of the config file, when there is one.
+fn config_launch_template() -> Option<String> {
+    let path =
+        std::env::var_os("SPLITPLAN_CONFIG").map(PathBuf::from).or_else(crate::settings::default_config)?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: toml::Value = toml::from_str(&text).ok()?;
+    value.get("confirm")?.get("launch_template")?.as_str().map(str::to_string)
+}
+
+/// One launch as the report shows it.
+#[derive(Debug, Serialize)]
+struct LaunchRecord {
+    attempt: usize,
+    rung: usize,
+    label: String,
+    command: Vec<String>,
+    log: PathBuf,
+    status: String,
+    result: Classification,
+    elapsed_s: f64,
+    request_tokens: u64,
+    #[serde(skip)]
+    report: LaunchReport,
+}
+
+/// What the search did.
+struct SearchRun {
+    verdict: Verdict,
+    launches: Vec<LaunchRecord>,
+    /// Why the search stopped early, when a launch showed something no placement fixes.
+    stopped: Option<String>,
+}
+
+/// Runs the search: asks core which rung to launch, launches it, classifies, records.
+fn search(
+    inputs: &Inputs,
+    launcher: &mut dyn Launcher,
+    progress: &Progress,
+    printer: &Printer,
+) -> Result<SearchRun> {
+    let mut search = Search::new(inputs.ladder.predictions(), inputs.ladder.aggressive)?;
+    let hints = inputs.ladder.has_predictions();
+    let n = inputs.ladder.rungs.len();
+    let mut launches: Vec<LaunchRecord> = Vec::new();
+    while let Some(rung_index) = search.next() {
+        let rung = &inputs.ladder.rungs[rung_index];
+        let attempt = launches.len() + 1;
+        let spec = LaunchSpec {
+            program: &inputs.program,
+            base_args: &inputs.base_args,
+            rung,
+            rung_index,
+            model: inputs.launch_model.clone(),
+            host: inputs.host.clone(),
+            log_path: inputs.log_dir.join(format!("{}-launch{attempt}.log", inputs.log_stem)),
+            load_timeout: inputs.load_timeout,
+            request: inputs.request,
+            grace: inputs.grace,
+        };
+        progress.line(&format!(
+            "launch {attempt} (at most {}): rung {}/{n}, {}; log: {}",
+            search.budget() + 1,
+            rung_index + 1,
+            rung.label,
+            spec.log_path.display()
+        ));
+        let report = launcher.launch(&spec, progress)?;
+        let class = classify(&report.facts, &report.log);
+        if let Some(b) = &report.log.build
+            && b.number != LLAMA_CPP_BUILD
+            && inputs.build.as_ref().is_none_or(|ib| ib.number != b.number)
+            && attempt == 1
+        {
+            printer.message(
+                Level::Warning,
+                &format!(
+                    "llama-server logged build {} ({}); splitplan models build {LLAMA_CPP_BUILD}",
+                    b.number, b.commit
+                ),
+            );
+        }
+        let gpus = gpu_names(inputs, &report);
+        let headroom = if hints { headroom(inputs, &report) } else { None };
+        let outcome = class.to_outcome(&gpus, headroom);
+        let outcome = if hints {
+            outcome.map(|o| with_predicted_deficit(o, &rung.predicted, &gpus, &report))
+        } else {
+            // without predictions, a size or a headroom means nothing to the ladder
+            outcome.map(|o| match o {
+                optimizer_core::bisect::Outcome::Fails { .. } => {
+                    optimizer_core::bisect::Outcome::Fails { shortfall: None }
+                }
+                optimizer_core::bisect::Outcome::Fits { .. } => {
+                    optimizer_core::bisect::Outcome::Fits { headroom: None }
+                }
+                u @ optimizer_core::bisect::Outcome::Unknown => u,
+            })
+        };
+        progress.finish();
+        progress.line(&format!("  {} ({:.0} s)", class.summary(), report.elapsed.as_secs_f64()));
+        if class != Classification::Fits {
+            printer.message(Level::Warning, &failure_report(&report, attempt, rung_index, rung, &class));
+        }
+        let record = LaunchRecord {
+            attempt,
+            rung: rung_index,
+            label: rung.label.clone(),
+            command: report.command.clone(),
+            log: report.log_path.clone(),
+            status: report.status.clone(),
+            result: class.clone(),
+            elapsed_s: (report.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            request_tokens: report.request_tokens,
+            report,
+        };
+        launches.push(record);
+        match outcome {
+            Some(o) => search.record(rung_index, o),
+            None => {
+                return Ok(SearchRun { verdict: search.verdict(), launches, stopped: Some(class.summary()) });
+            }
+        }
+    }
+    Ok(SearchRun { verdict: search.verdict(), launches, stopped: None })
+}
+
+/// An out-of-memory failure measures only what the failing allocation lacked; the buffers llama.cpp
+/// allocates after it (KV cache and compute after the weights, the pool at the first request) are
+/// missing too. With predictions, the rung's whole predicted deficit on that GPU (its predicted use
+/// less the free memory llama.cpp logged at load) is taken when it is larger.
+fn with_predicted_deficit(
+    outcome: optimizer_core::bisect::Outcome,
+    predicted: &[Bytes],
+    gpus: &[String],
+    report: &LaunchReport,
+) -> optimizer_core::bisect::Outcome {
+    use optimizer_core::bisect::{Outcome as O, Shortfall};
+    match outcome {
+        O::Fails { shortfall: Some(Shortfall { gpu, bytes }) } => {
+            let deficit = gpus
+                .get(gpu)
+                .and_then(|name| report.log.free_at_load(name))
+                .zip(predicted.get(gpu))
+                .map(|(free, p)| p.saturating_sub(free))
+                .filter(|d| *d > Bytes::ZERO);
+            let bytes = match (bytes, deficit) {
+                (Some(b), Some(d)) => Some(b.max(d)),
+                (b, d) => b.or(d),
+            };
+            O::Fails { shortfall: Some(Shortfall { gpu, bytes }) }
+        }
+        o => o,
+    }
+}
+
+/// The ladder's GPU names, or the devices the log named.
+fn gpu_names(inputs: &Inputs, report: &LaunchReport) -> Vec<String> {
+    if inputs.ladder.gpus.is_empty() {
+        report.log.model_devices.iter().map(|d| d.name.clone()).collect()
+    } else {
+        inputs.ladder.gpus.clone()
+    }
+}
+
+/// What each GPU could still take after the worst-case request, its margin deducted.
+fn headroom(inputs: &Inputs, report: &LaunchReport) -> Option<Vec<Bytes>> {
+    let m = measure(&report.log, &report.nvml, report.prompt, report.decode);
+    let names = gpu_names(inputs, report);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let d = m.devices.iter().find(|d| &d.device == name)?;
+            Some(d.left?.saturating_sub(inputs.margin(i)))
+        })
+        .collect()
+}
+
+/// A failed launch in full, like cargo's process errors: what, the command, how it ended, the
+/// log's last lines.
+fn failure_report(
+    report: &LaunchReport,
+    attempt: usize,
+    rung_index: usize,
+    rung: &Rung,
+    class: &Classification,
+) -> String {
+    let mut s = format!("launch {attempt} (rung {}, {}): {}\n", rung_index + 1, rung.label, class.summary());
+    let command = shlex::try_join(report.command.iter().map(String::as_str))
+        .unwrap_or_else(|_| report.command.join(" "));
+    let _ = writeln!(s, "command: {command}");
+    let _ = writeln!(s, "status: {}", report.status);
+    let _ = writeln!(s, "log: {}", report.log_path.display());
+    if !report.log_tail.is_empty() {
+        s.push_str("last lines of the log:\n");
+        for line in &report.log_tail {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+    s.trim_end().to_string()
+}
+
+/// The JSON report (docs/json.md, "confirm").
+#[derive(Serialize)]
+struct ConfirmJson<'a> {
+    target: String,
+    llama_server: Option<String>,
+    build: Option<&'a BuildInfo>,
+    modelled_build: u32,
+    ladder: &'a Ladder,
+    verdict: Verdict,
+    stopped: Option<&'a str>,
+    launches: &'a [LaunchRecord],
+    proven: Option<Proven<'a>>,
+    applied: bool,
+}
+
+#[derive(Serialize)]
+struct Proven<'a> {
+    rung: usize,
+    label: &'a str,
+    command: &'a [String],
+    measurement: &'a Measurement,
+    discrepancies: Vec<optimizer_core::confirm::Discrepancy>,
+    results_table: String,
+    calibration_file: Option<PathBuf>,
+}
+
+fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
+    let proven = match run.verdict {
+        Verdict::Proven { rung } => {
+            run.launches.iter().rev().find(|l| l.rung == rung && l.result == Classification::Fits)
+        }
+        Verdict::NoneFits => None,
+    };
+    let mut applied = false;
+    let mut proven_json = None;
+    if let Some(p) = proven {
+        let rung = &inputs.ladder.rungs[p.rung];
+        let r = &p.report;
+        let m = measure(&r.log, &r.nvml, r.prompt, r.decode);
+        let discrepancies = if rung.predicted.is_empty() {
+            Vec::new()
+        } else {
+            compare(&rung.predicted, &m, &inputs.margins)
+        };
+        for d in &discrepancies {
+            printer.message(
+                Level::Warning,
+                &format!(
+                    "{}: predicted {:#}, measured {:#} ({:+} MiB), more than its {:#} margin",
+                    d.device,
+                    d.predicted,
+                    d.measured,
+                    d.error() / (1 << 20),
+                    d.margin
+                ),
+            );
+        }
+        let ooms: Vec<String> = run
+            .launches
+            .iter()
+            .filter(|l| matches!(l.result, Classification::OutOfMemory { .. }))
+            .map(|l| format!("launch {}: {}", l.attempt, l.result.summary()))
+            .collect();
+        let title = match (inputs.ladder.aggressive, inputs.ladder.moderate) {
+            (a, _) if a == p.rung => format!("Suggestion A (aggressive): {}", rung.label),
+            (_, Some(m)) if m == p.rung => format!("Suggestion B (moderate): {}", rung.label),
+            _ => format!("Proven placement: {}", rung.label),
+        };
+        let ctx = r.log.n_ctx_seq.unwrap_or(0);
+        let mut notes = Vec::new();
+        if r.nvml.is_empty() {
+            notes.push("no NVML: VRAM from the memory breakdown at exit".to_string());
+        }
+        let table = render_results_table(&TestResult {
+            title,
+            launches: run.launches.len(),
+            ooms,
+            measurement: m.clone(),
+            request_tokens: r.request_tokens,
+            ctx_size: ctx,
+            notes,
+        });
+        let calibration_file = store_calibration(inputs, r, &m, printer);
+        if args.apply {
+            applied = apply(inputs, rung, printer)?;
+        }
+        proven_json = Some((p, m, discrepancies, table, calibration_file));
+    }
+
+    if args.json {
+        let proven = proven_json.as_ref().map(|(p, m, d, t, c)| Proven {
+            rung: p.rung,
+            label: &inputs.ladder.rungs[p.rung].label,
+            command: &p.command,
+            measurement: m,
+            discrepancies: d.clone(),
+            results_table: t.clone(),
+            calibration_file: c.clone(),
+        });
+        let json = ConfirmJson {
+            target: args.target.clone(),
+            llama_server: match &inputs.program {
+                Program::Binary(b) => Some(b.display().to_string()),
+                Program::Template(t) => Some(t.clone()),
+            },
+            build: inputs.build.as_ref(),
+            modelled_build: LLAMA_CPP_BUILD,
+            ladder: &inputs.ladder,
+            verdict: run.verdict,
+            stopped: run.stopped.as_deref(),
+            launches: &run.launches,
+            proven,
+            applied,
+        };
+        printer.data(&(serde_json::to_string_pretty(&json)? + "\n"))?;
+    } else if let Some((p, _, _, table, _)) = &proven_json {
+        let command =
+            shlex::try_join(p.command.iter().map(String::as_str)).unwrap_or_else(|_| p.command.join(" "));
+        printer.data(&format!("{table}\nProven with: {command}\n"))?;
+    }
+
+    match (&proven_json, &run.stopped) {
+        (Some(_), _) => Ok(Outcome::Done),
+        (None, Some(why)) => {
+            printer.message(Level::Error, &format!("stopped after {} launch(es): {why}", run.launches.len()));
+            Ok(Outcome::No)
+        }
+        (None, None) => {
+            printer.message(
+                Level::Error,
+                &format!(
+                    "no placement of the ladder fits: {} launch(es), every one failed{}",
+                    run.launches.len(),
+                    if inputs.ladder.rungs.len() == 1 {
+                        " (the ladder has one rung: give more with --ladder)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            Ok(Outcome::No)
+        }
+    }
+}
+
+/// Writes the launch's measurements to the calibration cache; a problem is a warning.
+fn store_calibration(
+    inputs: &Inputs,
+    r: &LaunchReport,
+    m: &Measurement,
+    printer: &Printer,
+) -> Option<PathBuf> {
+    let cache = inputs.cache.as_ref()?;
+    let build = r.log.build.as_ref().map_or(LLAMA_CPP_BUILD, |b| b.number);
+    let model = match ModelIdentity::of_file(&inputs.model_path) {
+        Ok(m) => m,
+        Err(e) => {
+            printer.message(
+                Level::Warning,
+                &format!("calibration not stored: could not read the model file: {e}"),
+            );
+            return None;
+        }
+    };
+    let settings = match optimizer_core::settings::parse_args(&r.command_args()) {
+        Ok(s) => CalibrationKey::settings_args(&s),
+        Err(_) => CalibrationKey::settings_args(&inputs.settings),
+    };
+    let key = CalibrationKey {
+        llama_build: build,
+        gpus: m.devices.iter().map(|d| d.gpu_name.clone()).collect(),
+        model,
+        settings,
+    };
+    match cache.lookup(&key) {
+        Ok(Some(old)) => printer.message(
+            Level::Note,
+            &format!(
+                "replacing the calibration measured at {} (Unix time) for these settings",
+                old.measured_at
+            ),
+        ),
+        Ok(None) => {}
+        Err(e) => printer.message(Level::Warning, &e.to_string()),
+    }
+    let record = CalibrationRecord {
+        version: calibration::CACHE_VERSION,
+        key,
+        devices: m
+            .devices
+            .iter()
+            .map(|d| MeasuredDevice {
+                device: d.device.clone(),
+                model: d.model,
+                kv: d.kv,
+                rs: d.rs,
+                compute: d.compute,
+                output: d.output,
+                overhead: d.overhead,
+            })
+            .collect(),
+        measured_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        log: Some(r.log_path.clone()),
+    };
+    match cache.store(&record) {
+        Ok(path) => {
+            printer.message(
+                Level::Note,
+                &format!("measurements stored for later predictions: {}", path.display()),
+            );
+            Some(path)
+        }
+        Err(e) => {
+            printer.message(Level::Warning, &format!("{e:#}"));
+            None
+        }
+    }
+}
+
+impl LaunchReport {
+    /// The llama-server arguments of the command (without the program, and without a template's
+    /// own words when the arguments cannot be told apart: then empty).
+    fn command_args(&self) -> Vec<String> {
+        self.command.iter().skip(1).cloned().collect()
+    }
+}
+
+/// Writes the proven rung's placement into the profile, atomically, with a `.bak` beside it.
+fn apply(inputs: &Inputs, rung: &Rung, printer: &Printer) -> Result<bool> {
+    let Some(p) = &inputs.profile else { return Ok(false) };
+    let changes = ProfileChanges {
+        ctx_size: rung.ctx_size,
+        ubatch_size: rung.ubatch_size,
+        placement: (!rung.placement.is_empty()).then(|| rung.placement.clone()),
+        ..ProfileChanges::default()
+    };
+    let new = profile::rewrite_profile(&p.text, &p.id, &changes)?;
+    if new == p.text {
+        printer.message(
+            Level::Note,
+            &format!("profile [{}] already holds the proven placement: unchanged", p.id),
+        );
+        return Ok(false);
+    }
+    let current =
+        std::fs::read_to_string(&p.path).with_context(|| format!("could not read '{}'", p.path.display()))?;
+    if current != p.text {
+        bail!("'{}' changed while confirm ran; not applying\nhint: run confirm again", p.path.display());
+    }
+    write_with_backup(&p.path, &new)?;
+    printer.message(
+        Level::Note,
+        &format!(
+            "profile [{}] of {} updated (the previous file is {}.bak)",
+            p.id,
+            p.path.display(),
+            p.path.display()
+        ),
+    );
+    Ok(true)
+}
+
+/// Replaces `path` with `text` through a temporary file and a rename, keeping the old file as
+/// `path.bak`.
+fn write_with_backup(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.splitplan.tmp"));
+    let bak = dir.join(format!("{name}.bak"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::copy(path, &bak)?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!(e).context(format!("could not write '{}'", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use optimizer_core::confirm::{ExitKind, LaunchFacts, LaunchLog, Phase, parse_log};
+
+    use super::*;
+
+    /// A launcher that answers from a script: per launch, a log text and how far it got.
+    struct Scripted {
+        script: Vec<(&'static str, Phase, ExitKind)>,
+        launched: Vec<usize>,
+    }
+
+    impl Launcher for Scripted {
+        fn launch(&mut self, spec: &LaunchSpec<'_>, _progress: &Progress) -> Result<LaunchReport> {
+            let (log, reached, exit) = self.script[self.launched.len().min(self.script.len() - 1)];
+            self.launched.push(spec.rung_index);
+            Ok(LaunchReport {
+                command: vec!["llama-server".into()],
+                log_path: spec.log_path.clone(),
+                facts: LaunchFacts { reached, exit, timed_out: false, request_error: None },
+                log: parse_log(log),
+                nvml: Vec::new(),
+                prompt: None,
+                decode: None,
+                request_tokens: 0,
+                status: "test".into(),
+                log_tail: Vec::new(),
+                elapsed: Duration::ZERO,
+            })
+        }
+    }
+
+    fn inputs(ctx: u32) -> Inputs {
+        let base: Vec<String> =
+            ["-m", "m.gguf", "-c", &ctx.to_string()].iter().map(ToString::to_string).collect();
+        let settings = ServerSettings::from_args(&base).unwrap();
+        Inputs {
+            program: Program::Binary("llama-server".into()),
+            ladder: default_ladder(&settings),
+            base_args: base,
+            settings,
+            launch_model: None,
+            model_path: "m.gguf".into(),
+            profile: None,
+            margins: vec![Bytes::from_mib(128)],
+            host: "127.0.0.1".into(),
+            request: RequestPlan { fill: 0.25, n_predict: 8, timeout: None },
+            load_timeout: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+            log_dir: std::env::temp_dir(),
+            log_stem: "t".into(),
+            cache: None,
+            build: None,
+            notes: Vec::new(),
+        }
+    }
+
+    const OOM: &str = "E llama_model_load: error loading model: unable to allocate CUDA1 buffer\n";
+
+    #[test]
+    fn default_ladder_steps_the_context_in_the_users_order() {
+        let l = inputs(262_144).ladder;
+        let ctx: Vec<_> = l.rungs.iter().map(|r| r.ctx_size).collect();
+        assert_eq!(ctx, [None, Some(196_608), Some(131_072)]);
+        assert_eq!(inputs(131_072).ladder.rungs.len(), 1);
+    }
+
+    #[test]
+    fn oom_then_fit_walks_down_the_context() {
+        let mut l = Scripted {
+            script: vec![(OOM, Phase::Loading, ExitKind::Code(1)), ("", Phase::Verified, ExitKind::Stopped)],
+            launched: Vec::new(),
+        };
+        let printer = Printer::from_env();
+        let run = search(&inputs(262_144), &mut l, &Progress::silent(), &printer).unwrap();
+        // plain bisection (no predictions): 0 fails, then the midpoint of the rest
+        assert_eq!(l.launched, [0, 1]);
+        assert_eq!(run.verdict, Verdict::Proven { rung: 1 });
+        assert!(run.stopped.is_none());
+    }
+
+    #[test]
+    fn a_fatal_failure_stops_the_search() {
+        let mut l = Scripted {
+            script: vec![("error: invalid argument: --bogus\n", Phase::Loading, ExitKind::Code(1))],
+            launched: Vec::new(),
+        };
+        let run = search(&inputs(262_144), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
+        assert_eq!(l.launched, [0]);
+        assert_eq!(run.verdict, Verdict::NoneFits);
+        assert!(run.stopped.unwrap().contains("--bogus"));
+    }
+
+    #[test]
+    fn a_crash_is_retried_once_on_the_same_rung() {
+        let mut l = Scripted {
+            script: vec![("", Phase::Loading, ExitKind::Signal(6)), ("", Phase::Verified, ExitKind::Stopped)],
+            launched: Vec::new(),
+        };
+        let run = search(&inputs(131_072), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
+        assert_eq!(l.launched, [0, 0]);
+        assert_eq!(run.verdict, Verdict::Proven { rung: 0 });
+        let _ = LaunchLog::default();
+    }
+
+    #[test]
+    fn split_model_files() {
+        let files = model_files(Path::new("/m/Q-UD-Q5_K_XL-00001-of-00003.gguf"));
+        assert_eq!(files.len(), 3);
+        assert_eq!(files[2], Path::new("/m/Q-UD-Q5_K_XL-00003-of-00003.gguf"));
+        assert_eq!(model_files(Path::new("/m/one.gguf")), [Path::new("/m/one.gguf")]);
+    }
+
+    #[test]
+    fn backup_and_atomic_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("models.conf");
+        std::fs::write(&conf, "old\n").unwrap();
+        write_with_backup(&conf, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&conf).unwrap(), "new\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("models.conf.bak")).unwrap(), "old\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}
