@@ -345,7 +345,11 @@ fn range(n: u32) -> String {
 #[test]
 fn ctrl_c_stops_the_server_and_exits_130() {
     let env = Env::new().set("FAKE_LLAMA_MODE", "hang");
-    let mut child = env.command(&["big", "--load-timeout", "60", "--grace", "1"]).spawn().unwrap();
+    let mut child = env
+        .command(&["big", "--load-timeout", "60", "--grace", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while env.pids().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -353,8 +357,9 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     std::thread::sleep(Duration::from_millis(300));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let code = child.wait().unwrap().code();
-    assert_eq!(code, Some(130));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(text(&out.stderr).contains("interrupted: llama-server was stopped"), "{}", text(&out.stderr));
     env.assert_no_server_left();
     assert_eq!(env.conf(), CONF);
 }
