@@ -345,7 +345,7 @@ fn range(n: u32) -> String {
 #[test]
 fn ctrl_c_stops_the_server_and_exits_130() {
     let env = Env::new().set("FAKE_LLAMA_MODE", "hang");
-    let mut child = env
+    let child = env
         .command(&["big", "--load-timeout", "60", "--grace", "1"])
         .stderr(std::process::Stdio::piped())
         .spawn()
