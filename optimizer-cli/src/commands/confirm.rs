@@ -531,6 +531,7 @@ fn failure_report(
 /// The JSON report (docs/json.md, "confirm").
 #[derive(Serialize)]
 struct ConfirmJson<'a> {
+    schema_version: u32,
     target: String,
     llama_server: Option<String>,
     build: Option<&'a BuildInfo>,
@@ -628,6 +629,7 @@ fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printe
             calibration_file: c.clone(),
         });
         let json = ConfirmJson {
+            schema_version: 1,
             target: args.target.clone(),
             llama_server: match &inputs.program {
                 Program::Binary(b) => Some(b.display().to_string()),
