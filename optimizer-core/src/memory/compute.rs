@@ -1,14 +1,39 @@
-//! Compute buffers: the scheduler's per-device buffers for the worst-case graph
-//! (llama-context.cpp:612-770). Not modelled yet: every device reports
-//! [`ComputeEstimate::NotModelled`] until the calibrated compute model fills [`compute_buffer`].
+//! Compute buffers: what llama.cpp's scheduler reserves on each device for the worst-case graph
+//! (llama-context.cpp:612-770), predicted from the placement.
+//!
+//! There is no closed form: the size is the high-water mark of ggml's graph allocator over a graph of
+//! thousands of nodes (ggml-alloc.c), after the scheduler has split it across devices and the CUDA
+//! backend has added allocation dependencies for its fusions (ggml-cuda.cu:4604-4660). splitplan models
+//! it structurally, as the largest of a few *phases* of the graph, each a sum of named parts:
+//!
+//! - exact parts, computed from llama.cpp's own shapes: the KQ masks (llama-graph.cpp:29-46), the
+//!   flash-attention F16 copies of a non-F16 K/V cache (fattn.cu:722-757, fattn-common.cuh:53-85), the
+//!   attention scores without flash attention, the op-offload copy of a CPU-resident weight into the
+//!   first GPU's buffer (ggml-backend.cpp:1102-1112, 1510-1536), the logits of the outputs reserved,
+//!   and the pipeline-parallel copies of every graph input (ggml-backend.cpp:1517-1528, 1554-1575);
+//! - calibrated parts: the activations of a phase, in bytes per token of the micro-batch, fitted per
+//!   architecture family to llama.cpp's own numbers (fixtures/ground-truth/data/2026-11-21*; the fit and
+//!   its error are in docs/accuracy.md).
+//!
+//! The phases: *attention* (masks + F16 K/V copies or KQ + activations) on a device that holds KV;
+//! *offloaded FFN* (masks + the copy of a CPU-resident expert tensor + activations) on the first GPU
+//! when routed experts live in system RAM and the micro-batch is at least 32 tokens
+//! (`GGML_OP_OFFLOAD_MIN_BATCH`, ggml-cuda.cu:5928); *GPU FFN* (masks + activations) on a device whose
+//! layers run their FFN there; *output* (logits + activations) on the output device. Pipeline
+//! parallelism adds three more copies of every input (4 scheduler copies, `GGML_SCHED_MAX_COPIES`).
+//!
+//! Kernel choice follows an NVIDIA GPU with tensor cores (Turing or newer): the prompt graph's flash
+//! attention uses the MMA kernel, which converts a quantized K/V cache to F16 (fattn.cu:623-660).
 
 use serde::Serialize;
 
 use super::context::ResolvedContext;
+use super::weights::cuda_tensor_size;
 use super::{Location, ResolvedPlacement};
-use crate::model::ModelDescription;
-use crate::settings::ServerSettings;
-use crate::units::Bytes;
+use crate::gguf::GgmlType;
+use crate::model::{Architecture, ModelDescription, TensorRole};
+use crate::settings::{ServerSettings, SplitMode};
+use crate::units::{Bytes, KIB, MIB};
 
 /// How a part of a compute estimate was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,10 +60,12 @@ pub struct ComputePart {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum ComputeEstimate {
-    /// No model yet: the size is unknown, not zero.
+    /// No model: the size is unknown, not zero.
     NotModelled,
-    /// An estimate made of named parts.
+    /// An estimate made of named parts: the parts of the largest phase.
     Estimated {
+        /// The phase of the graph that sets the size ("attention", "offloaded FFN", …).
+        phase: String,
         /// The parts; their sum is the estimate.
         parts: Vec<ComputePart>,
     },
@@ -49,21 +76,469 @@ impl ComputeEstimate {
     pub fn bytes(&self) -> Option<Bytes> {
         match self {
             ComputeEstimate::NotModelled => None,
-            ComputeEstimate::Estimated { parts } => Some(parts.iter().map(|p| p.bytes).sum()),
+            ComputeEstimate::Estimated { parts, .. } => Some(parts.iter().map(|p| p.bytes).sum()),
         }
     }
 }
 
+/// Activation sizes of one architecture family, in bytes per token of the micro-batch unless noted.
+/// Fitted to the 2026-11-21 ground truth (2x H200, llama.cpp 11434; docs/accuracy.md lists the rows
+/// each one was fitted on and the error left).
+#[derive(Clone, Copy, Debug)]
+struct Activations {
+    /// Attention phase on a GPU other than the first.
+    attn: u64,
+    /// From this many tokens on, `attn_beyond` per further token (gpt-oss grows slower past 512).
+    attn_knee: u64,
+    attn_beyond: u64,
+    /// Attention phase on the first GPU (which also receives the op-offload copies).
+    attn_first: u64,
+    /// Attention phase without flash attention, besides KQ, first GPU / others.
+    attn_no_fa_first: u64,
+    attn_no_fa: u64,
+    /// How many KQ score matrices are live at once without flash attention on a GPU other than the
+    /// first (2 for gpt-oss: its soft_max with attention sinks is not in place).
+    kq_copies_other: u64,
+    /// Offloaded-FFN phase when no layer of the first GPU has its experts in RAM.
+    ffn_offload_remote: u64,
+    /// Offloaded-FFN phase when some of its layers do, after layers with GPU experts.
+    ffn_offload_local: u64,
+    /// When the first GPU's first layer has its experts in RAM and the expert tensors differ in
+    /// size, two copies stay allocated (the allocator cannot reuse the smaller hole): a constant plus
+    /// this per token, and the attention phase keeps one copy.
+    ffn_offload_first_const: u64,
+    ffn_offload_first: u64,
+    attn_with_copy: u64,
+    /// FFN phase of layers whose FFN runs on this GPU (routed experts on the GPU, or a dense FFN);
+    /// 0 where it never sets the size.
+    ffn_gpu: u64,
+    /// Output phase on a GPU other than the only one, in multiples of `n_embd × 4` bytes.
+    out_embd_rows: u64,
+    /// Output phase extra when the output GPU's last layer runs its experts there and other
+    /// experts live in RAM (qwen3next).
+    out_last_layer: u64,
+    /// The masks stay live through the output phase on a single GPU.
+    single_gpu_masks_at_output: bool,
+    /// Pipeline parallelism: extra `n_embd × 4`-byte rows per token besides the input copies, on the
+    /// output GPU and the others.
+    pp_rows_output: u64,
+    pp_rows: u64,
+}
+
+const fn k(n: u64) -> u64 {
+    n * KIB
+}
+
+/// qwen3next / qwen35 / qwen35moe (Gated DeltaNet hybrids): rows q5-* (Qwen3-Coder-Next UD-Q5_K_XL).
+const QWEN3NEXT: Activations = Activations {
+    attn: k(104),
+    attn_knee: 0,
+    attn_beyond: k(104),
+    attn_first: k(112),
+    attn_no_fa_first: k(84),
+    attn_no_fa: k(76),
+    kq_copies_other: 1,
+    ffn_offload_remote: k(132),
+    ffn_offload_local: k(200),
+    ffn_offload_first_const: 68 * MIB,
+    ffn_offload_first: k(52),
+    attn_with_copy: k(68),
+    ffn_gpu: k(268),
+    out_embd_rows: 3,
+    out_last_layer: k(226),
+    single_gpu_masks_at_output: false,
+    pp_rows_output: 17,
+    pp_rows: 12,
+};
+
+/// gpt-oss (sliding window, MXFP4 experts): rows oss-*.
+const GPT_OSS: Activations = Activations {
+    attn: k(448),
+    attn_knee: 512,
+    attn_beyond: k(28),
+    attn_first: k(112),
+    attn_no_fa_first: k(84),
+    attn_no_fa: k(76),
+    kq_copies_other: 2,
+    ffn_offload_remote: k(44),
+    ffn_offload_local: k(132),
+    ffn_offload_first_const: 68 * MIB,
+    ffn_offload_first: k(52),
+    attn_with_copy: k(68),
+    ffn_gpu: 0,
+    out_embd_rows: 1,
+    out_last_layer: 0,
+    single_gpu_masks_at_output: false,
+    pp_rows_output: 12,
+    pp_rows: 12,
+};
+
+/// deepseek2 (MLA; GLM-4.7-Flash): rows glm-*.
+const DEEPSEEK2: Activations = Activations {
+    attn: k(176),
+    attn_knee: 0,
+    attn_beyond: k(176),
+    attn_first: k(176),
+    attn_no_fa_first: k(136),
+    attn_no_fa: k(136),
+    kq_copies_other: 1,
+    ffn_offload_remote: k(116),
+    ffn_offload_local: k(116),
+    ffn_offload_first_const: 68 * MIB,
+    ffn_offload_first: k(52),
+    attn_with_copy: k(68),
+    ffn_gpu: 0,
+    out_embd_rows: 2,
+    out_last_layer: 0,
+    single_gpu_masks_at_output: true,
+    pp_rows_output: 23,
+    pp_rows: 12,
+};
+
+/// Dense transformers (llama, qwen3, and the fallback for architectures not calibrated): rows q8b-*,
+/// l8b-*.
+const DENSE: Activations = Activations {
+    attn: k(104),
+    attn_knee: 0,
+    attn_beyond: k(104),
+    attn_first: k(112),
+    attn_no_fa_first: k(88),
+    attn_no_fa: k(88),
+    kq_copies_other: 1,
+    ffn_offload_remote: k(132),
+    ffn_offload_local: k(200),
+    ffn_offload_first_const: 68 * MIB,
+    ffn_offload_first: k(52),
+    attn_with_copy: k(68),
+    ffn_gpu: k(208),
+    out_embd_rows: 1,
+    out_last_layer: 0,
+    single_gpu_masks_at_output: true,
+    pp_rows_output: 12,
+    pp_rows: 12,
+};
+
+fn activations(arch: &Architecture) -> (&'static Activations, bool) {
+    match arch {
+        Architecture::Qwen3Next | Architecture::Qwen35 | Architecture::Qwen35Moe => (&QWEN3NEXT, true),
+        Architecture::GptOss => (&GPT_OSS, true),
+        Architecture::Deepseek2 => (&DEEPSEEK2, true),
+        Architecture::Llama | Architecture::Qwen3 => (&DENSE, true),
+        // qwen3moe, gemma3 and unknown architectures: the dense constants with the larger of each MoE
+        // family's terms would be safer; until measured, use the qwen3next family (the largest
+        // per-token terms of the calibrated MoE families) and say the basis is uncalibrated.
+        _ => (&QWEN3NEXT, false),
+    }
+}
+
+/// What the phase model needs to know about the whole graph, worked out once per prediction.
+struct Graph {
+    /// Tokens in the worst-case micro-batch (`n_ubatch`).
+    tokens: u64,
+    /// Outputs reserved: llama-server's `n_outputs`, or the micro-batch for llama-fit-params' dry run.
+    outputs: u64,
+    flash_attn: bool,
+    /// Bytes per mask element: F16 with flash attention, F32 without (llama-graph.cpp:36-37).
+    mask_elem: u64,
+    /// The model devices (backend order: the first is where op offload goes).
+    devices: Vec<usize>,
+    /// Pipeline parallelism is on (llama-context.cpp:432-462).
+    pipeline: bool,
+    /// CUDA sizes of the CPU-resident weights matmuls read (op-offload copies), largest first.
+    cpu_weights: Vec<Bytes>,
+    /// The routed-expert tensors in RAM come in more than one size.
+    cpu_expert_sizes_differ: bool,
+    /// Per block: the device of its dense part (attention or recurrent block).
+    dense: Vec<Location>,
+    /// Per block: whether its routed experts are in RAM / on which GPU.
+    experts_in_ram: Vec<bool>,
+    experts_on: Vec<Option<Location>>,
+}
+
+fn graph(model: &ModelDescription, settings: &ServerSettings, context: &ResolvedContext, placement: &ResolvedPlacement) -> Graph {
+    let n = model.layers.len();
+    let mut dense = placement.layers.clone();
+    let mut experts_in_ram = vec![false; n];
+    let mut experts_on = vec![None; n];
+    let mut cpu_weights = Vec::new();
+    let mut expert_sizes = Vec::new();
+    for p in &placement.tensors {
+        let Some(t) = model.tensors.get(p.tensor) else { continue };
+        let matmul = t.dims.iter().filter(|&&d| d > 1).count() >= 2;
+        if p.location == Location::Host && matmul && t.role != TensorRole::TokenEmbd {
+            cpu_weights.push(cuda_tensor_size(t));
+        }
+        let Some(b) = t.block.filter(|&b| b < n) else { continue };
+        match t.role {
+            TensorRole::Experts { .. } if t.dims.len() >= 3 => {
+                if p.location == Location::Host {
+                    experts_in_ram[b] = true;
+                    expert_sizes.push(cuda_tensor_size(t));
+                } else {
+                    experts_on[b] = Some(p.location);
+                }
+            }
+            TensorRole::Attention(_) | TensorRole::Recurrent(_) if matmul => dense[b] = p.location,
+            _ => {}
+        }
+    }
+    cpu_weights.sort_unstable_by(|a, b| b.cmp(a));
+    expert_sizes.sort_unstable();
+    expert_sizes.dedup();
+    let tokens = u64::from(context.n_ubatch);
+    let all_offloaded = placement.layers.iter().all(|l| *l != Location::Host) && placement.output != Location::Host;
+    Graph {
+        tokens,
+        outputs: u64::from(context.n_outputs.min(context.n_ubatch)),
+        flash_attn: context.flash_attn,
+        mask_elem: if context.flash_attn { 2 } else { 4 },
+        devices: placement.devices.clone(),
+        // llama-context.cpp:432-462: several devices, everything offloaded, -sm layer, KV offloaded,
+        // no tensor override at all.
+        pipeline: placement.devices.len() > 1
+            && all_offloaded
+            && settings.split_mode == SplitMode::Layer
+            && context.kv_offload
+            && settings.overrides.is_empty(),
+        cpu_weights,
+        cpu_expert_sizes_differ: expert_sizes.len() > 1,
+        dense,
+        experts_in_ram,
+        experts_on,
+    }
+}
+
+/// Row bytes of `width` elements of `t` (llama.cpp's `ggml_row_size`), saturating.
+fn row(t: GgmlType, width: u64) -> u64 {
+    t.row_size(width).unwrap_or(u64::MAX / 4)
+}
+
+struct DeviceView {
+    masks: Bytes,
+    /// F16 copies of one layer's K and V (flash attention with a non-F16 cache).
+    f16_kv: Bytes,
+    /// One layer's KQ scores (no flash attention).
+    kq: Bytes,
+    /// K and V of one layer copied from system RAM (`--no-kv-offload`).
+    kv_from_host: Bytes,
+    has_kv: bool,
+}
+
+fn device_view(model: &ModelDescription, context: &ResolvedContext, g: &Graph, kv_device: Location, on_device: &dyn Fn(usize) -> bool) -> DeviceView {
+    let t = g.tokens;
+    let kv = u64::from(context.kv_size);
+    let swa = u64::from(context.swa_size.unwrap_or(context.kv_size));
+    let streams = u64::from(context.n_stream);
+    let (mut full, mut sliding) = (false, false);
+    let (mut f16_kv, mut kq, mut kv_from_host) = (0u64, 0u64, 0u64);
+    for (il, layer) in model.layers.iter().enumerate() {
+        if !layer.has_kv || !on_device(il) {
+            continue;
+        }
+        let cells = if layer.is_swa { swa } else { kv };
+        if layer.is_swa {
+            sliding = true;
+        } else {
+            full = true;
+        }
+        let k_elems = layer.n_embd_k_gqa.saturating_mul(cells).saturating_mul(streams);
+        let v_elems = layer.n_embd_v_gqa.saturating_mul(cells).saturating_mul(streams);
+        if g.flash_attn {
+            // fattn-common.cuh:68-81: an F16 copy of K, and of V unless V is a view of K (MLA)
+            let mut c = 0;
+            if context.type_k != GgmlType::F16 {
+                c += Bytes(2 * k_elems).align_up(128).get();
+            }
+            if context.type_v != GgmlType::F16 && layer.n_embd_v_gqa > 0 {
+                c += Bytes(2 * v_elems).align_up(128).get();
+            }
+            f16_kv = f16_kv.max(c);
+        } else {
+            // llama-graph.cpp:2762-2825: kq = [n_kv, n_tokens/n_stream, n_head, n_stream] f32
+            kq = kq.max(4 * cells * t * u64::from(layer.n_head));
+        }
+        if kv_device == Location::Host {
+            let kb = row(context.type_k, layer.n_embd_k_gqa).saturating_mul(cells * streams);
+            let vb = row(context.type_v, layer.n_embd_v_gqa).saturating_mul(cells * streams);
+            kv_from_host = kv_from_host.max(kb + vb);
+        }
+    }
+    // llama-graph.cpp:29-46: [n_kv, n_tokens/n_stream, 1, n_stream] per mask kind
+    let masks = (u64::from(full) * kv + u64::from(sliding) * swa) * t * g.mask_elem;
+    DeviceView { masks: Bytes(masks), f16_kv: Bytes(f16_kv), kq: Bytes(kq), kv_from_host: Bytes(kv_from_host), has_kv: full || sliding }
+}
+
+struct Phase {
+    name: &'static str,
+    parts: Vec<ComputePart>,
+}
+
+impl Phase {
+    fn new(name: &'static str) -> Phase {
+        Phase { name, parts: Vec::new() }
+    }
+    fn exact(mut self, what: &str, bytes: Bytes) -> Phase {
+        if bytes > Bytes::ZERO {
+            self.parts.push(ComputePart { what: what.to_owned(), bytes, basis: ComputeBasis::Exact });
+        }
+        self
+    }
+    fn calibrated(mut self, what: &str, bytes: Bytes) -> Phase {
+        if bytes > Bytes::ZERO {
+            self.parts.push(ComputePart { what: what.to_owned(), bytes, basis: ComputeBasis::Calibrated });
+        }
+        self
+    }
+    fn total(&self) -> Bytes {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
+}
+
 /// The compute buffer llama.cpp reserves on `device` for `model` with `settings`, given the resolved
-/// context and placement. Not modelled yet.
+/// context and placement. `context.n_outputs` says how many outputs the graph reserves logits for:
+/// llama-server's (usually 1) or, for llama-fit-params' dry run, the whole micro-batch.
 pub fn compute_buffer(
-    _model: &ModelDescription,
-    _settings: &ServerSettings,
-    _context: &ResolvedContext,
-    _placement: &ResolvedPlacement,
-    _device: Location,
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    context: &ResolvedContext,
+    placement: &ResolvedPlacement,
+    device: Location,
 ) -> ComputeEstimate {
-    ComputeEstimate::NotModelled
+    let g = graph(model, settings, context, placement);
+    let (act, calibrated) = activations(&model.architecture);
+    let label = |s: &str| if calibrated { s.to_owned() } else { format!("{s} (uncalibrated architecture)") };
+    let t = g.tokens;
+    let per_token = |b: u64| Bytes(b.saturating_mul(t));
+    let embd = u64::from(model.n_embd) * 4;
+    if device == Location::Host {
+        return host_compute(model, settings, context, &g, embd);
+    }
+    let Location::Gpu(gpu) = device else { return ComputeEstimate::NotModelled };
+    let first = g.devices.first() == Some(&gpu);
+    let kv_device = if context.kv_offload { device } else { Location::Host };
+    let v = device_view(model, context, &g, kv_device, &|il| {
+        if context.kv_offload { placement.layers.get(il) == Some(&device) } else { g.dense.get(il) == Some(&device) }
+    });
+    let mine: Vec<usize> = (0..g.dense.len()).filter(|&il| g.dense[il] == device).collect();
+    let offload = first && settings.op_offload && t >= 32 && !g.cpu_weights.is_empty();
+    let copy1 = g.cpu_weights.first().copied().unwrap_or(Bytes::ZERO);
+    let copy2 = g.cpu_weights.iter().copied().find(|&b| b < copy1).unwrap_or(Bytes::ZERO);
+    // where the op-offloaded layers sit relative to this GPU's own layers (see `Activations`)
+    let first_layer_in_ram = mine.first().is_some_and(|&il| g.experts_in_ram[il]);
+    let any_in_ram = mine.iter().any(|&il| g.experts_in_ram[il]);
+    let two_copies = offload && first_layer_in_ram && g.cpu_expert_sizes_differ;
+
+    let mut phases = Vec::new();
+    if v.has_kv || (!context.kv_offload && !mine.is_empty()) {
+        let mut p = Phase::new("attention").exact("KQ masks", v.masks).exact("K/V read from system RAM", v.kv_from_host);
+        if g.flash_attn {
+            p = p.exact("flash-attention F16 copies of K/V", v.f16_kv);
+            if two_copies {
+                p = p.exact("op-offload copy of an expert tensor", copy1).calibrated(&label("activations"), per_token(act.attn_with_copy));
+            } else if first {
+                p = p.calibrated(&label("activations"), per_token(act.attn_first));
+            } else {
+                let knee = if act.attn_knee > 0 { t.min(act.attn_knee) } else { t };
+                let a = act.attn.saturating_mul(knee) + act.attn_beyond.saturating_mul(t - knee);
+                p = p.calibrated(&label("activations"), Bytes(a));
+            }
+        } else {
+            let copies = if first { 1 } else { act.kq_copies_other };
+            p = p.exact("KQ scores (no flash attention)", Bytes(v.kq.get().saturating_mul(copies)));
+            p = p.calibrated(&label("activations"), per_token(if first { act.attn_no_fa_first } else { act.attn_no_fa }));
+        }
+        phases.push(p);
+    }
+    if offload {
+        let mut p = Phase::new("offloaded FFN").exact("KQ masks", v.masks).exact("op-offload copy of a CPU-resident weight", copy1);
+        p = if two_copies {
+            p.exact("op-offload copy kept by fragmentation", copy2)
+                .calibrated(&label("activations"), Bytes(act.ffn_offload_first_const) + per_token(act.ffn_offload_first))
+        } else if any_in_ram {
+            p.calibrated(&label("activations"), per_token(act.ffn_offload_local))
+        } else {
+            p.calibrated(&label("activations"), per_token(act.ffn_offload_remote))
+        };
+        phases.push(p);
+    }
+    let ffn_here = mine.iter().any(|&il| g.experts_on[il] == Some(device) || !model.layers[il].has_experts);
+    if act.ffn_gpu > 0 && ffn_here {
+        // the masks (copied in at this GPU's first attention layer) are live through this phase only
+        // if an FFN of this GPU runs after that layer
+        let first_kv = (0..model.layers.len()).find(|&il| model.layers[il].has_kv && placement.layers[il] == device);
+        let last_ffn = mine.iter().copied().rev().find(|&il| g.experts_on[il] == Some(device) || !model.layers[il].has_experts);
+        let masks_live = matches!((first_kv, last_ffn), (Some(a), Some(b)) if a <= b);
+        phases.push(
+            Phase::new("FFN")
+                .exact("KQ masks", if masks_live { v.masks } else { Bytes::ZERO })
+                .calibrated(&label("activations"), per_token(act.ffn_gpu)),
+        );
+    }
+    if placement.output == device {
+        let logits = Bytes(4 * model.n_vocab * g.outputs);
+        let mut p = Phase::new("output").exact("logits", logits);
+        if g.devices.len() == 1 {
+            if act.single_gpu_masks_at_output {
+                p = p.exact("KQ masks", v.masks);
+            }
+            p = p.calibrated(&label("activations"), per_token(4 * embd));
+        } else {
+            p = p.calibrated(&label("activations"), per_token(act.out_embd_rows * embd));
+            let last_full = mine.last().is_some_and(|&il| il + 1 == g.dense.len() && g.experts_on[il] == Some(device));
+            if last_full && g.experts_in_ram.iter().any(|&r| r) {
+                p = p.calibrated(&label("last layer's expert activations"), per_token(act.out_last_layer));
+            }
+        }
+        phases.push(p);
+    }
+    let Some(mut best) = phases.into_iter().max_by_key(Phase::total) else {
+        return ComputeEstimate::Estimated { phase: "none".to_owned(), parts: Vec::new() };
+    };
+    if g.pipeline {
+        let rows = if placement.output == device { act.pp_rows_output } else { act.pp_rows };
+        best = best
+            .exact("pipeline-parallel copies of the masks", Bytes(3 * v.masks.get()))
+            .calibrated(&label("pipeline-parallel input copies"), per_token(rows * embd));
+    }
+    ComputeEstimate::Estimated { phase: best.name.to_owned(), parts: best.parts }
+}
+
+/// The host (`CUDA_Host`) compute buffer: the graph inputs built on the CPU, every mask once and the
+/// token embeddings' rows (llama-context.cpp:405-421); four copies of each with pipeline parallelism.
+/// Fitted constants: 4 rows of `n_embd` floats per token (16 with pipeline parallelism… see below),
+/// exact on every non-pipeline row of the ground truth.
+fn host_compute(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    context: &ResolvedContext,
+    g: &Graph,
+    embd: u64,
+) -> ComputeEstimate {
+    let t = g.tokens;
+    let kv = u64::from(context.kv_size);
+    let swa = u64::from(context.swa_size.unwrap_or(0));
+    let full = model.layers.iter().any(|l| l.has_kv && !l.is_swa);
+    let sliding = model.layers.iter().any(|l| l.has_kv && l.is_swa);
+    let masks = Bytes((u64::from(full) * kv + u64::from(sliding) * swa) * t * g.mask_elem);
+    let (copies, rows) = if g.pipeline { (4, 10) } else { (1, 4) };
+    let mut parts = vec![
+        ComputePart { what: "KQ masks".to_owned(), bytes: Bytes(masks.get() * copies), basis: ComputeBasis::Exact },
+        ComputePart {
+            what: "token embeddings and other inputs".to_owned(),
+            bytes: Bytes(rows * embd * t),
+            basis: ComputeBasis::Calibrated,
+        },
+    ];
+    if !settings.op_offload && g.experts_in_ram.iter().any(|&r| r) {
+        // without op offload the prompt's expert matmuls of RAM-resident experts run on the CPU and
+        // their activations live here: 126 KiB per token, fitted on q5-d18 (the only such row)
+        parts.push(ComputePart {
+            what: "expert activations computed on the CPU (--no-op-offload)".to_owned(),
+            bytes: Bytes(126 * KIB * t),
+            basis: ComputeBasis::Calibrated,
+        });
+    }
+    ComputeEstimate::Estimated { phase: "inputs".to_owned(), parts }
 }
 
 #[cfg(test)]
@@ -74,7 +549,7 @@ mod tests {
     fn estimate_sums_its_parts_and_unknown_is_not_zero() {
         assert_eq!(ComputeEstimate::NotModelled.bytes(), None);
         let part = |n| ComputePart { what: "x".into(), bytes: Bytes::new(n), basis: ComputeBasis::Exact };
-        let e = ComputeEstimate::Estimated { parts: vec![part(3), part(4)] };
+        let e = ComputeEstimate::Estimated { phase: "attention".into(), parts: vec![part(3), part(4)] };
         assert_eq!(e.bytes(), Some(Bytes::new(7)));
     }
 }

@@ -30,6 +30,7 @@ mod error;
 mod host;
 mod kv;
 mod output;
+mod overhead;
 mod overrides;
 mod recurrent;
 mod weights;
@@ -41,6 +42,7 @@ pub use context::{LLAMA_MAX_SEQ, ResolvedContext};
 pub use error::{MemoryError, RegexConstruct};
 pub use host::{HostMemory, HostWeightsBuffer, MappedSpan, PromptCacheBudget};
 pub use output::OutputBuffer;
+pub use overhead::{AFTER_LOAD, Overhead, overhead};
 pub use overrides::OverrideMatcher;
 pub use weights::{CUDA_ALIGNMENT, HOST_ALIGNMENT, MATRIX_ROW_PADDING, cuda_tensor_size, host_tensor_size};
 
@@ -186,6 +188,9 @@ pub struct DeviceMemory {
     pub compute: ComputeEstimate,
     /// The output buffer (logits), host only; its peak size ([`OutputBuffer::peak`]).
     pub output_buffer: Bytes,
+    /// GPUs only: what llama-server holds beyond its own breakdown (cuBLAS, the CUDA pool), a
+    /// calibrated term ([`overhead`]).
+    pub beyond_breakdown: Option<Overhead>,
 }
 
 impl DeviceMemory {
@@ -269,7 +274,7 @@ impl MemoryPrediction {
 /// GPUs).
 ///
 /// `--fit` is not applied: the prediction is for the settings as given (the planner emulates fit).
-/// Compute buffers are reported as [`ComputeEstimate::NotModelled`] until the compute model lands.
+/// Compute buffers come from the phase model in `compute` (exact parts plus calibrated activations).
 /// To predict many configurations of one model, use a [`Predictor`].
 pub fn predict(
     model: &ModelDescription,
@@ -277,6 +282,20 @@ pub fn predict(
     gpus: &[GpuAtLoad],
 ) -> Result<MemoryPrediction, MemoryError> {
     Predictor::new(model).predict(settings, gpus)
+}
+
+/// Which program's reservation to predict. They differ in one thing: how many outputs the
+/// worst-case graph reserves logits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runner {
+    /// llama-server: `n_outputs = min(n_batch, n_parallel × (1 + n_draft))` (server-context.cpp:42-56).
+    #[default]
+    LlamaServer,
+    /// `llama-fit-params --fit-print on`, llama.cpp's dry run: it leaves `n_outputs_max` at 0, which
+    /// llama-context.cpp:252 turns into `n_batch`, so a whole micro-batch of logits is reserved on
+    /// the output device (llama-context.cpp:672).
+    FitParamsDryRun,
 }
 
 /// Predictions for one model, many configurations: it remembers which tensors each tensor-override
@@ -304,9 +323,22 @@ impl<'m> Predictor<'m> {
         settings: &ServerSettings,
         gpus: &[GpuAtLoad],
     ) -> Result<MemoryPrediction, MemoryError> {
+        self.predict_as(settings, gpus, Runner::LlamaServer)
+    }
+
+    /// [`predict`] for this predictor's model, as `runner` reserves it.
+    pub fn predict_as(
+        &mut self,
+        settings: &ServerSettings,
+        gpus: &[GpuAtLoad],
+        runner: Runner,
+    ) -> Result<MemoryPrediction, MemoryError> {
         let model = self.model;
         let resolved = self.patterns.resolve(model, &settings.overrides, gpus)?;
-        let context = context::resolve(model, settings)?;
+        let mut context = context::resolve(model, settings)?;
+        if runner == Runner::FitParamsDryRun {
+            context.n_outputs = context.n_ubatch;
+        }
         let placement = devices::place_layers(model, settings, gpus)?;
         let placement = overrides::place_tensors(model, placement, &resolved, settings.loads_mtp_layers());
 
@@ -338,6 +370,7 @@ impl<'m> Predictor<'m> {
                 recurrent_state: recurrent.per_location.at(loc),
                 compute: compute_buffer(model, settings, &context, &placement, loc),
                 output_buffer: Bytes::ZERO,
+                beyond_breakdown: Some(overhead(&context)),
             })
             .collect();
 
@@ -351,6 +384,7 @@ impl<'m> Predictor<'m> {
             recurrent_state: host.recurrent_state,
             compute: host.compute.clone(),
             output_buffer: host.output_buffer,
+            beyond_breakdown: None,
         });
 
         Ok(MemoryPrediction { context, placement, devices, host, output, buffers })

@@ -199,13 +199,14 @@ fn output_buffer_is_pinned_when_the_output_layer_is_on_a_gpu() {
 }
 
 #[test]
-fn compute_is_reported_as_not_modelled() {
+fn compute_is_estimated_on_every_device_and_counted_in_the_total() {
     let m = describe(&testing::qwen3_8b(2).build());
     let p = run(&m, &[], &two_gpus());
-    assert!(p.devices.iter().all(|d| d.compute == ComputeEstimate::NotModelled));
-    assert!(p.mib().iter().all(|d| d.compute.is_none()));
+    assert!(p.devices.iter().all(|d| d.compute.bytes().is_some_and(|b| b > Bytes::ZERO)));
+    assert!(p.mib().iter().all(|d| d.compute.is_some()));
     let host = p.device("Host").unwrap();
-    assert_eq!(host.known_total(), host.weights + host.context() + host.output_buffer);
+    let compute = host.compute.bytes().unwrap();
+    assert_eq!(host.known_total(), host.weights + host.context() + host.output_buffer + compute);
 }
 
 #[test]
@@ -218,6 +219,7 @@ fn mib_view_rounds_down_like_llama_cpp() {
         recurrent_state: Bytes::new(MIB / 2),
         compute: ComputeEstimate::NotModelled,
         output_buffer: Bytes::ZERO,
+        beyond_breakdown: None,
     };
     let mib = d.mib();
     // Context is summed before rounding: 0 + 0 would be wrong.

@@ -21,6 +21,7 @@ pub struct DryDevice {
     pub name: String,
     pub model_mib: u64,
     pub context_mib: u64,
+    pub compute_mib: u64,
 }
 
 /// One row.
@@ -39,6 +40,8 @@ pub struct Row {
     pub log: Option<PathBuf>,
     /// The exit status.
     pub rc: Option<i64>,
+    /// `fit` rows: the `-c -ngl -ts -ot` arguments llama.cpp's fitter printed.
+    pub fit_args: Vec<String>,
 }
 
 fn str_field(v: &Value, key: &str) -> String {
@@ -56,6 +59,7 @@ fn row_from(v: &Value, id: String, session: &Path) -> Row {
                 name: str_field(d, "name"),
                 model_mib: d.get("model_mib").and_then(Value::as_u64).unwrap_or(u64::MAX),
                 context_mib: d.get("context_mib").and_then(Value::as_u64).unwrap_or(u64::MAX),
+                compute_mib: d.get("compute_mib").and_then(Value::as_u64).unwrap_or(u64::MAX),
             })
             .collect()
     });
@@ -68,6 +72,10 @@ fn row_from(v: &Value, id: String, session: &Path) -> Row {
         devices,
         log: v.get("log").and_then(Value::as_str).map(|l| session.join("logs").join(l)),
         rc: v.get("rc").and_then(Value::as_i64),
+        fit_args: v
+            .get("fit_args")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
     }
 }
 
