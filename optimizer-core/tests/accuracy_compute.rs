@@ -30,12 +30,30 @@ use support::models;
 /// Rows under-predicted by more than 64 MiB, with the reason the model misses them.
 const KNOWN_UNDER: &[(&str, &str)] = &[
     ("2026-11-21-h200x2/oss-d07 CUDA1", "gpt-oss with --swa-full: a larger attention phase than modelled"),
-    ("2026-11-21-h200x2/oss-d10 CUDA1", "gpt-oss with an F16 KV cache: attention activations larger than with q8_0"),
-    ("2026-11-21b-h200x2/oss-d15 CUDA1", "gpt-oss at -ub 64: attention activations not linear below 256 tokens"),
-    ("2026-11-21b-h200x2/oss-d26 CUDA0", "gpt-oss with pipeline parallelism: input copies larger than modelled"),
-    ("2026-11-21b-h200x2/oss-d26 CUDA1", "gpt-oss with pipeline parallelism: input copies larger than modelled"),
-    ("2026-11-21-h200x2/q5-d18 CUDA1", "--no-op-offload: expert outputs copied back from the CPU are not modelled"),
-    ("2026-11-21-h200x2/q5-d27 CUDA0", "-ngl 30 on an MoE model: whole layers on the CPU, op-offload fragmentation"),
+    (
+        "2026-11-21-h200x2/oss-d10 CUDA1",
+        "gpt-oss with an F16 KV cache: attention activations larger than with q8_0",
+    ),
+    (
+        "2026-11-21b-h200x2/oss-d15 CUDA1",
+        "gpt-oss at -ub 64: attention activations not linear below 256 tokens",
+    ),
+    (
+        "2026-11-21b-h200x2/oss-d26 CUDA0",
+        "gpt-oss with pipeline parallelism: input copies larger than modelled",
+    ),
+    (
+        "2026-11-21b-h200x2/oss-d26 CUDA1",
+        "gpt-oss with pipeline parallelism: input copies larger than modelled",
+    ),
+    (
+        "2026-11-21-h200x2/q5-d18 CUDA1",
+        "--no-op-offload: expert outputs copied back from the CPU are not modelled",
+    ),
+    (
+        "2026-11-21-h200x2/q5-d27 CUDA0",
+        "-ngl 30 on an MoE model: whole layers on the CPU, op-offload fragmentation",
+    ),
     ("2026-11-21b-h200x2/q5-d69 CUDA0", "--no-kv-offload: K/V copied from system RAM during the FFN phase"),
 ];
 
@@ -155,11 +173,12 @@ fn compare_all() -> Vec<Compared> {
     out
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `pct`-th percentile (nearest rank) of sorted values.
+fn percentile(sorted: &[f64], pct: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    let i = ((sorted.len() - 1) * pct + 50) / 100;
     sorted[i.min(sorted.len() - 1)]
 }
 
@@ -169,8 +188,10 @@ fn stats(rows: &[&Compared]) -> (usize, f64, f64, f64, f64, f64) {
     let within = rows.iter().filter(|c| c.within()).count() as f64 / rows.len().max(1) as f64;
     let under = rows.iter().map(|c| c.err()).fold(0.0, f64::min);
     let over = rows.iter().map(|c| c.err()).fold(0.0, f64::max);
-    (rows.len(), within * 100.0, percentile(&abs, 0.5), percentile(&abs, 0.95), under, over)
+    (rows.len(), within * 100.0, percentile(&abs, 50), percentile(&abs, 95), under, over)
 }
+
+type Filter = Box<dyn Fn(&Compared) -> bool>;
 
 fn render(all: &[Compared]) -> String {
     let mut md = String::from(
@@ -179,7 +200,7 @@ fn render(all: &[Compared]) -> String {
          optimizer-core --test accuracy_compute`); docs/accuracy.md explains it. MiB; dry runs as llama.cpp \
          prints them (whole MiB), real loads to 0.01 MiB. `ok` = within max(32 MiB, 3 %).\n\n",
     );
-    let groups: [(&str, Box<dyn Fn(&Compared) -> bool>); 4] = [
+    let groups: [(&str, Filter); 4] = [
         ("all", Box::new(|_| true)),
         ("GPUs, real llama-server loads", Box::new(|c| !c.id.contains("-d") && c.device != "Host")),
         ("GPUs, dry runs", Box::new(|c| c.id.contains("-d") && c.device != "Host")),
@@ -191,13 +212,27 @@ fn render(all: &[Compared]) -> String {
         let (n, w, med, p95, under, over) = stats(&sel);
         let _ = writeln!(md, "| {name} | {n} | {w:.1} % | {med:.1} | {p95:.1} | {under:+.1} | {over:+.1} |");
     }
-    md.push_str("\n| row | device | phase | predicted | llama.cpp | error | |\n|---|---|---|---:|---:|---:|---|\n");
+    md.push_str(
+        "\n| row | device | phase | predicted | llama.cpp | error | |\n|---|---|---|---:|---:|---:|---|\n",
+    );
     for c in all {
-        let flag = if c.within() { "ok" } else if c.err() < -64.0 { "UNDER" } else { "off" };
+        let flag = if c.within() {
+            "ok"
+        } else if c.err() < -64.0 {
+            "UNDER"
+        } else {
+            "off"
+        };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {:.2} | {:.2} | {:+.2} | {} |",
-            c.id, c.device, c.phase, c.predicted, c.measured, c.err(), flag
+            c.id,
+            c.device,
+            c.phase,
+            c.predicted,
+            c.measured,
+            c.err(),
+            flag
         );
     }
     md
@@ -216,7 +251,16 @@ fn compute_buffers_within_the_bar() {
     let (n, within, _, _, _, _) = stats(&gpu_rows);
     let mut report = String::new();
     for c in gpu_rows.iter().filter(|c| !c.within()) {
-        let _ = writeln!(report, "{} {} ({}): predicted {:.1}, llama.cpp {:.1}, error {:+.1}", c.id, c.device, c.phase, c.predicted, c.measured, c.err());
+        let _ = writeln!(
+            report,
+            "{} {} ({}): predicted {:.1}, llama.cpp {:.1}, error {:+.1}",
+            c.id,
+            c.device,
+            c.phase,
+            c.predicted,
+            c.measured,
+            c.err()
+        );
     }
     let unexpected: Vec<String> = all
         .iter()
@@ -246,6 +290,10 @@ fn every_known_exception_is_still_an_exception() {
     for (key, why) in KNOWN_UNDER {
         let hit = all.iter().find(|c| format!("{} {}", c.id, c.device) == *key);
         let c = hit.unwrap_or_else(|| panic!("{key} is not in the ground truth"));
-        assert!(c.err() < -64.0, "{key} ({why}) is now within {:+.1} MiB: remove it from KNOWN_UNDER", c.err());
+        assert!(
+            c.err() < -64.0,
+            "{key} ({why}) is now within {:+.1} MiB: remove it from KNOWN_UNDER",
+            c.err()
+        );
     }
 }

@@ -42,10 +42,12 @@ pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
         let over: Vec<String> = report
             .gpus
             .iter()
-            .filter(|g| g.left_bytes < 0)
+            .filter(|g| g.left_after_request_bytes < 0)
             .map(|g| {
                 let compute = if g.compute_included { "" } else { " before its compute buffers" };
-                format!("{} by {} MiB{compute}", g.name, group_thousands(g.left_mib.unsigned_abs()))
+                let when = if g.left_bytes < 0 { "at load" } else { "after the first long request" };
+                let by = group_thousands(g.left_after_request_mib.unsigned_abs());
+                format!("{} by {by} MiB {when}{compute}", g.name)
             })
             .collect();
         printer.message(Level::Error, &format!("does not fit: over on {}", over.join(", ")));

@@ -255,7 +255,12 @@ struct Graph {
     experts_on: Vec<Option<Location>>,
 }
 
-fn graph(model: &ModelDescription, settings: &ServerSettings, context: &ResolvedContext, placement: &ResolvedPlacement) -> Graph {
+fn graph(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    context: &ResolvedContext,
+    placement: &ResolvedPlacement,
+) -> Graph {
     let n = model.layers.len();
     let mut dense = placement.layers.clone();
     let mut experts_in_ram = vec![false; n];
@@ -286,7 +291,8 @@ fn graph(model: &ModelDescription, settings: &ServerSettings, context: &Resolved
     expert_sizes.sort_unstable();
     expert_sizes.dedup();
     let tokens = u64::from(context.n_ubatch);
-    let all_offloaded = placement.layers.iter().all(|l| *l != Location::Host) && placement.output != Location::Host;
+    let all_offloaded =
+        placement.layers.iter().all(|l| *l != Location::Host) && placement.output != Location::Host;
     Graph {
         tokens,
         outputs: u64::from(context.n_outputs.min(context.n_ubatch)),
@@ -324,7 +330,13 @@ struct DeviceView {
     has_kv: bool,
 }
 
-fn device_view(model: &ModelDescription, context: &ResolvedContext, g: &Graph, kv_device: Location, on_device: &dyn Fn(usize) -> bool) -> DeviceView {
+fn device_view(
+    model: &ModelDescription,
+    context: &ResolvedContext,
+    g: &Graph,
+    kv_device: Location,
+    on_device: &dyn Fn(usize) -> bool,
+) -> DeviceView {
     let t = g.tokens;
     let kv = u64::from(context.kv_size);
     let swa = u64::from(context.swa_size.unwrap_or(context.kv_size));
@@ -365,7 +377,13 @@ fn device_view(model: &ModelDescription, context: &ResolvedContext, g: &Graph, k
     }
     // llama-graph.cpp:29-46: [n_kv, n_tokens/n_stream, 1, n_stream] per mask kind
     let masks = (u64::from(full) * kv + u64::from(sliding) * swa) * t * g.mask_elem;
-    DeviceView { masks: Bytes(masks), f16_kv: Bytes(f16_kv), kq: Bytes(kq), kv_from_host: Bytes(kv_from_host), has_kv: full || sliding }
+    DeviceView {
+        masks: Bytes(masks),
+        f16_kv: Bytes(f16_kv),
+        kq: Bytes(kq),
+        kv_from_host: Bytes(kv_from_host),
+        has_kv: full || sliding,
+    }
 }
 
 struct Phase {
@@ -394,6 +412,7 @@ impl Phase {
     }
 }
 
+#[allow(clippy::many_single_char_names)] // g(raph), t(okens), v(iew), p(hase): the formulas read like the source
 /// The compute buffer llama.cpp reserves on `device` for `model` with `settings`, given the resolved
 /// context and placement. `context.n_outputs` says how many outputs the graph reserves logits for:
 /// llama-server's (usually 1) or, for llama-fit-params' dry run, the whole micro-batch.
@@ -417,7 +436,11 @@ pub fn compute_buffer(
     let first = g.devices.first() == Some(&gpu);
     let kv_device = if context.kv_offload { device } else { Location::Host };
     let v = device_view(model, context, &g, kv_device, &|il| {
-        if context.kv_offload { placement.layers.get(il) == Some(&device) } else { g.dense.get(il) == Some(&device) }
+        if context.kv_offload {
+            placement.layers.get(il) == Some(&device)
+        } else {
+            g.dense.get(il) == Some(&device)
+        }
     });
     let mine: Vec<usize> = (0..g.dense.len()).filter(|&il| g.dense[il] == device).collect();
     let offload = first && settings.op_offload && t >= 32 && !g.cpu_weights.is_empty();
@@ -430,11 +453,15 @@ pub fn compute_buffer(
 
     let mut phases = Vec::new();
     if v.has_kv || (!context.kv_offload && !mine.is_empty()) {
-        let mut p = Phase::new("attention").exact("KQ masks", v.masks).exact("K/V read from system RAM", v.kv_from_host);
+        let mut p = Phase::new("attention")
+            .exact("KQ masks", v.masks)
+            .exact("K/V read from system RAM", v.kv_from_host);
         if g.flash_attn {
             p = p.exact("flash-attention F16 copies of K/V", v.f16_kv);
             if two_copies {
-                p = p.exact("op-offload copy of an expert tensor", copy1).calibrated(&label("activations"), per_token(act.attn_with_copy));
+                p = p
+                    .exact("op-offload copy of an expert tensor", copy1)
+                    .calibrated(&label("activations"), per_token(act.attn_with_copy));
             } else if first {
                 p = p.calibrated(&label("activations"), per_token(act.attn_first));
             } else {
@@ -445,15 +472,22 @@ pub fn compute_buffer(
         } else {
             let copies = if first { 1 } else { act.kq_copies_other };
             p = p.exact("KQ scores (no flash attention)", Bytes(v.kq.get().saturating_mul(copies)));
-            p = p.calibrated(&label("activations"), per_token(if first { act.attn_no_fa_first } else { act.attn_no_fa }));
+            p = p.calibrated(
+                &label("activations"),
+                per_token(if first { act.attn_no_fa_first } else { act.attn_no_fa }),
+            );
         }
         phases.push(p);
     }
     if offload {
-        let mut p = Phase::new("offloaded FFN").exact("KQ masks", v.masks).exact("op-offload copy of a CPU-resident weight", copy1);
+        let mut p = Phase::new("offloaded FFN")
+            .exact("KQ masks", v.masks)
+            .exact("op-offload copy of a CPU-resident weight", copy1);
         p = if two_copies {
-            p.exact("op-offload copy kept by fragmentation", copy2)
-                .calibrated(&label("activations"), Bytes(act.ffn_offload_first_const) + per_token(act.ffn_offload_first))
+            p.exact("op-offload copy kept by fragmentation", copy2).calibrated(
+                &label("activations"),
+                Bytes(act.ffn_offload_first_const) + per_token(act.ffn_offload_first),
+            )
         } else if any_in_ram {
             p.calibrated(&label("activations"), per_token(act.ffn_offload_local))
         } else {
@@ -465,8 +499,13 @@ pub fn compute_buffer(
     if act.ffn_gpu > 0 && ffn_here {
         // the masks (copied in at this GPU's first attention layer) are live through this phase only
         // if an FFN of this GPU runs after that layer
-        let first_kv = (0..model.layers.len()).find(|&il| model.layers[il].has_kv && placement.layers[il] == device);
-        let last_ffn = mine.iter().copied().rev().find(|&il| g.experts_on[il] == Some(device) || !model.layers[il].has_experts);
+        let first_kv =
+            (0..model.layers.len()).find(|&il| model.layers[il].has_kv && placement.layers[il] == device);
+        let last_ffn = mine
+            .iter()
+            .copied()
+            .rev()
+            .find(|&il| g.experts_on[il] == Some(device) || !model.layers[il].has_experts);
         let masks_live = matches!((first_kv, last_ffn), (Some(a), Some(b)) if a <= b);
         phases.push(
             Phase::new("FFN")
@@ -484,7 +523,8 @@ pub fn compute_buffer(
             p = p.calibrated(&label("activations"), per_token(4 * embd));
         } else {
             p = p.calibrated(&label("activations"), per_token(act.out_embd_rows * embd));
-            let last_full = mine.last().is_some_and(|&il| il + 1 == g.dense.len() && g.experts_on[il] == Some(device));
+            let last_full =
+                mine.last().is_some_and(|&il| il + 1 == g.dense.len() && g.experts_on[il] == Some(device));
             if last_full && g.experts_in_ram.iter().any(|&r| r) {
                 p = p.calibrated(&label("last layer's expert activations"), per_token(act.out_last_layer));
             }
@@ -522,7 +562,11 @@ fn host_compute(
     let masks = Bytes((u64::from(full) * kv + u64::from(sliding) * swa) * t * g.mask_elem);
     let (copies, rows) = if g.pipeline { (4, 10) } else { (1, 4) };
     let mut parts = vec![
-        ComputePart { what: "KQ masks".to_owned(), bytes: Bytes(masks.get() * copies), basis: ComputeBasis::Exact },
+        ComputePart {
+            what: "KQ masks".to_owned(),
+            bytes: Bytes(masks.get() * copies),
+            basis: ComputeBasis::Exact,
+        },
         ComputePart {
             what: "token embeddings and other inputs".to_owned(),
             bytes: Bytes(rows * embd * t),

@@ -232,7 +232,8 @@ fn prediction_serializes_for_json_output() {
     let p = run(&m, &["-ot", "exps=CPU"], &two_gpus());
     let v = serde_json::to_value(&p).unwrap();
     assert_eq!(v["devices"][0]["name"], "CUDA0");
-    assert_eq!(v["devices"][0]["compute"]["status"], "not_modelled");
+    assert_eq!(v["devices"][0]["compute"]["status"], "estimated");
+    assert!(v["devices"][0]["compute"]["parts"].as_array().is_some_and(|p| !p.is_empty()));
     assert_eq!(v["placement"]["layers"][0], serde_json::json!({ "gpu": 0 }));
     assert_eq!(v["host"]["weights_buffer"], "mapped");
     assert_eq!(v["context"]["type_k"], "F16");

@@ -140,6 +140,13 @@ pub struct GpuLeft {
     pub left_bytes: i64,
     /// The same in MiB, rounded toward minus infinity.
     pub left_mib: i64,
+    /// What llama-server holds on this GPU outside its breakdown after its first long request
+    /// (cuBLAS, the CUDA pool; calibrated: `memory::overhead`); 0 for a GPU the model does not use.
+    pub beyond_breakdown_bytes: Bytes,
+    /// `left_bytes − beyond_breakdown_bytes`: what survives the first long request.
+    pub left_after_request_bytes: i64,
+    /// The same in MiB, rounded toward minus infinity.
+    pub left_after_request_mib: i64,
 }
 
 impl MemoryReport {
@@ -164,17 +171,26 @@ impl MemoryReport {
                 let used = d.map_or(Bytes::ZERO, DeviceMemory::known_total);
                 let free = hardware.free_at_load(i);
                 let left = free.signed_sub(used);
+                let beyond = d
+                    .filter(|d| d.known_total() > Bytes::ZERO)
+                    .and_then(|d| d.beyond_breakdown)
+                    .map_or(Bytes::ZERO, |o| o.after_request);
+                let after = left.saturating_sub(i64::try_from(beyond.get()).unwrap_or(i64::MAX));
+                let per_mib = i64::try_from(MIB).unwrap_or(i64::MAX);
                 GpuLeft {
                     name: g.backend_name(),
                     free_at_load_bytes: free,
                     used_bytes: used,
                     compute_included,
                     left_bytes: left,
-                    left_mib: left.div_euclid(i64::try_from(MIB).unwrap_or(i64::MAX)),
+                    left_mib: left.div_euclid(per_mib),
+                    beyond_breakdown_bytes: beyond,
+                    left_after_request_bytes: after,
+                    left_after_request_mib: after.div_euclid(per_mib),
                 }
             })
             .collect();
-        let fits = if gpus.iter().any(|g| g.left_bytes < 0) {
+        let fits = if gpus.iter().any(|g| g.left_after_request_bytes < 0) {
             Some(false)
         } else if gpus.iter().all(|g| g.compute_included) {
             Some(true)
@@ -277,16 +293,34 @@ pub fn text(r: &MemoryReport) -> String {
 
     if !r.gpus.is_empty() {
         out.push_str("\nfree memory left per GPU (MiB)\n");
-        let mut t = table(&["device", "free at load", "used", "left"], &[1, 2, 3]);
+        let mut t = table(
+            &["device", "free at load", "used", "left", "beyond breakdown*", "left after a long request"],
+            &[1, 2, 3, 4, 5],
+        );
         for g in &r.gpus {
-            let (used, left) = if g.compute_included {
-                (mib(g.used_bytes), signed_mib(g.left_mib))
+            let (used, left, after) = if g.compute_included {
+                (mib(g.used_bytes), signed_mib(g.left_mib), signed_mib(g.left_after_request_mib))
             } else {
-                (format!("{} + compute", mib(g.used_bytes)), format!("{} - compute", signed_mib(g.left_mib)))
+                (
+                    format!("{} + compute", mib(g.used_bytes)),
+                    format!("{} - compute", signed_mib(g.left_mib)),
+                    format!("{} - compute", signed_mib(g.left_after_request_mib)),
+                )
             };
-            t.add_row(vec![g.name.clone(), mib(g.free_at_load_bytes), used, left]);
+            t.add_row(vec![
+                g.name.clone(),
+                mib(g.free_at_load_bytes),
+                used,
+                left,
+                mib(g.beyond_breakdown_bytes),
+                after,
+            ]);
         }
         out.push_str(&indent_table(&t, "  "));
+        out.push_str(
+            "  * what llama-server holds outside its own breakdown after its first long request (cuBLAS, the\n    \
+             CUDA pool); calibrated on llama.cpp 11434 (docs/accuracy.md)\n",
+        );
     }
 
     let o = &r.output_buffer;

@@ -125,7 +125,7 @@ fn memory_breakdown() {
     for d in &r.devices {
         assert_eq!(d.model_mib, d.model_bytes.get() >> 20);
         assert_eq!(d.context_mib, d.context_bytes.get() >> 20);
-        assert_eq!(d.compute_mib, None, "compute is not modelled yet");
+        assert_eq!(d.compute_mib, d.compute_bytes.map(|b| b.get() >> 20));
     }
     assert_eq!(r.devices.last().unwrap().name, "Host");
     // CUDA1 has 200 MiB free and more to hold: does not fit, whatever the compute buffers.

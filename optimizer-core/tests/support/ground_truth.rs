@@ -17,6 +17,7 @@ pub const DRY_RUN_FREE_MIB: [(&str, u64); 2] = [("CUDA0", 23_557), ("CUDA1", 14_
 
 /// One device of a dry run: `llama-fit-params --fit-print on` output.
 #[derive(Clone, Debug)]
+#[allow(dead_code)] // each test crate reads its own columns
 pub struct DryDevice {
     pub name: String,
     pub model_mib: u64,
@@ -26,6 +27,7 @@ pub struct DryDevice {
 
 /// One row.
 #[derive(Clone, Debug)]
+#[allow(dead_code)] // each test crate reads its own columns
 pub struct Row {
     /// The session folder and the row id, e.g. `2026-11-21-h200x2/q5-d01`.
     pub id: String,
