@@ -10,7 +10,7 @@ use crate::settings::{OverrideTarget, TensorOverride};
 use crate::units::{Bytes, MIB};
 
 /// One parsed fit trace.
-struct Trace {
+pub(crate) struct Trace {
     free: Vec<u64>,
     margins: Vec<u64>,
     initial_used: Vec<u64>,
@@ -87,7 +87,7 @@ fn fraction(code: u32) -> LayerFraction {
 
 /// Replays `rel` and returns the outcome; panics where the emulation asks for a configuration the
 /// trace did not measure next.
-fn replay(rel: &str, hp_ngl: u32, n_ctx: u32) -> (FitOutcome, Trace) {
+pub(crate) fn replay(rel: &str, hp_ngl: u32, n_ctx: u32) -> (FitOutcome, Trace) {
     let trace = parse(rel);
     let nd = trace.free.len();
     let inputs = FitInputs {

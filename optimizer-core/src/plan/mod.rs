@@ -2,13 +2,19 @@
 //!
 //! - `devices`: the machine a plan is for ([`Hardware`]).
 //! - `placement`: the [`Placement`] type (dense parts per layer, routed experts per tensor).
+//! - `objective`: the decode- and prompt-speed model and graph splits.
 //! - `fit`: llama.cpp's `--fit` (common/fit.cpp), emulated over a measurement function.
 
 pub mod devices;
 mod fit;
 #[cfg(test)]
 mod fit_tests;
+mod objective;
+#[cfg(test)]
+mod objective_tests;
 mod placement;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use devices::{
     CUDA_CONTEXT_OVERHEAD, DetectedGpu, DeviceError, DeviceOrder, Gpu, Hardware, KnownCard, known_card,
@@ -17,6 +23,9 @@ pub use devices::{
 pub use fit::{
     ALL_MOE_PATTERN, DeviceLayers, DeviceUse, FitInputs, FitOutcome, FitParams, FitStatus, LayerFraction,
     Probe, emulate_fit,
+};
+pub use objective::{
+    DeviceReads, GraphSplits, Resolved, Speed, SpeedInputs, SpeedModel, graph_splits, predict_speed,
 };
 pub use placement::{
     Device, ExpertPlacement, ExpertTensorName, LayerPlacement, Placement, PlacementError, expert_parts,

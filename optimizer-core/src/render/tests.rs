@@ -4,12 +4,12 @@
 use std::sync::LazyLock;
 
 use proptest::prelude::*;
-use regex::Regex;
 
 use super::*;
-use crate::model::{LayerClass, LayerSlot, ModelDescription, testing};
+use crate::model::{ModelDescription, testing};
+use crate::plan::testing::resolve;
 use crate::plan::{Device, ExpertPlacement, LayerPlacement, Placement, expert_parts};
-use crate::settings::{OverrideTarget, ServerSettings, SplitMode};
+use crate::settings::ServerSettings;
 
 fn describe(b: testing::Builder) -> ModelDescription {
     ModelDescription::from_gguf(&b.build()).expect("the layout describes")
@@ -27,71 +27,6 @@ static MODELS: LazyLock<Vec<ModelDescription>> = LazyLock::new(|| {
 
 fn cuda(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("CUDA{i}")).collect()
-}
-
-/// Where llama.cpp puts each tensor given these flags: `dev_layer` from `-ngl`/`-ts` in float32
-/// (llama-model.cpp:1559-1604), then the first `-ot` pattern found in the name
-/// (llama-model-loader.cpp:1233-1260), else the tensor's layer class. `None` for per-layer
-/// duplicated tensors, which have a copy per buffer.
-fn resolve(model: &ModelDescription, s: &ServerSettings, n_gpus: usize) -> Vec<Option<Device>> {
-    let l = model.n_layer_all;
-    let devices: Vec<usize> = if s.split_mode == SplitMode::None {
-        vec![usize::try_from(s.main_gpu).unwrap()]
-    } else {
-        (0..n_gpus).collect()
-    };
-    let ngl = match s.n_gpu_layers {
-        crate::settings::GpuLayers::Count(n) => n as usize,
-        _ => l + 1,
-    };
-    let weights: Vec<f32> = if s.tensor_split.is_empty() || devices.len() == 1 {
-        vec![1.0; devices.len()]
-    } else {
-        (0..devices.len()).map(|d| s.tensor_split.get(d).copied().unwrap_or(0.0)).collect()
-    };
-    let sum: f32 = weights.iter().sum();
-    let mut cum = Vec::new();
-    let mut acc = 0.0f32;
-    for w in &weights {
-        acc += w;
-        cum.push(acc / sum);
-    }
-    let start = (l + 1).saturating_sub(ngl);
-    let act = ngl.min(l + 1);
-    let dev = |il: usize| -> Device {
-        if il < start || il - start >= act {
-            return Device::Cpu;
-        }
-        let x = (il - start) as f32 / act as f32;
-        let d = cum.iter().position(|&c| c > x).unwrap_or(cum.len() - 1);
-        Device::Gpu(devices[d])
-    };
-    let patterns: Vec<(Regex, Device)> = s
-        .overrides
-        .iter()
-        .map(|o| {
-            let target = match &o.target {
-                OverrideTarget::Cpu => Device::Cpu,
-                OverrideTarget::Device(name) => Device::Gpu(name.trim_start_matches("CUDA").parse().unwrap()),
-            };
-            (Regex::new(&o.pattern).unwrap(), target)
-        })
-        .collect();
-    model
-        .tensors
-        .iter()
-        .map(|t| {
-            if let Some((_, d)) = patterns.iter().find(|(re, _)| re.is_match(&t.name)) {
-                return Some(*d);
-            }
-            match (t.class, t.slot) {
-                (_, LayerSlot::EveryLayer) => None,
-                (LayerClass::Input, _) | (_, LayerSlot::Input) => Some(Device::Cpu),
-                (_, LayerSlot::Output) => Some(dev(l)),
-                (_, LayerSlot::Layer(il)) => Some(dev(il)),
-            }
-        })
-        .collect()
 }
 
 /// A placement drawn from proptest's numbers: a CPU prefix, contiguous GPU slices, and each expert
@@ -156,7 +91,7 @@ proptest! {
         let settings = parsed(&flags);
         prop_assert_eq!(&settings.overrides, &flags.overrides);
         prop_assert!(!settings.fit);
-        let resolved = resolve(model, &settings, n_gpus);
+        let resolved = resolve(model, &settings, &vec![1.0; n_gpus]).tensors;
         for (t, got) in model.tensors.iter().zip(resolved) {
             let Some(got) = got else { continue };
             // A GPU that holds nothing is not among the model devices under -sm none; its
