@@ -316,8 +316,13 @@ pub fn predict_speed(
 /// ggml-cuda.cu:5928).
 const OFFLOAD_MIN_BATCH: u32 = 32;
 
-/// The ops of one layer in graph order, each with the device of its weights.
-fn layer_ops(model: &ModelDescription, r: &Resolved, il: usize) -> (Option<Device>, Vec<Device>) {
+/// The ops of one layer in graph order, each with the device of its weights; `tensors` are the
+/// indices of the layer's tensors.
+fn layer_ops(
+    model: &ModelDescription,
+    resolved: &Resolved,
+    tensors: &[usize],
+) -> (Option<Device>, Vec<Device>) {
     use crate::model::{ExpertPart, FfnPart};
     let mut attn: Option<Device> = None;
     let mut router = None;
@@ -326,11 +331,10 @@ fn layer_ops(model: &ModelDescription, r: &Resolved, il: usize) -> (Option<Devic
     let mut experts: [[Option<Device>; 2]; 3] = [[None; 2]; 3];
     let mut shared: [Option<Device>; 4] = [None; 4];
     let mut dense: [Option<Device>; 3] = [None; 3];
-    for (t, d) in model.tensors.iter().zip(&r.tensors) {
-        if t.block != Some(il) {
+    for &ti in tensors {
+        let (Some(t), Some(Some(d))) = (model.tensors.get(ti), resolved.tensors.get(ti).copied()) else {
             continue;
-        }
-        let Some(d) = *d else { continue };
+        };
         match t.role {
             TensorRole::Attention(_) | TensorRole::Recurrent(_) => {
                 attn.get_or_insert(d);
@@ -385,9 +389,14 @@ pub fn graph_splits(model: &ModelDescription, r: &Resolved, inputs: &SpeedInputs
     let mut last_tg = Device::Cpu;
     let mut last_pp = Device::Cpu;
     let graph_layers = if inputs.mtp { model.n_layer_all } else { model.n_layer() };
-    for il in 0..graph_layers.min(r.layers.len()) {
-        let (attn, ops) = layer_ops(model, r, il);
-        let layer_dev = r.layers[il];
+    let mut by_block: Vec<Vec<usize>> = vec![Vec::new(); graph_layers];
+    for (ti, t) in model.tensors.iter().enumerate() {
+        if let Some(list) = t.block.and_then(|il| by_block.get_mut(il)) {
+            list.push(ti);
+        }
+    }
+    for (il, (block, &layer_dev)) in by_block.iter().zip(&r.layers).enumerate() {
+        let (attn, ops) = layer_ops(model, r, block);
         if let (Some(a), true) = (attn, model.layer(il).is_some_and(|l| l.has_kv || l.is_recurrent)) {
             if a != layer_dev && a != Device::Cpu && layer_dev != Device::Cpu {
                 decode += MISMATCH_SPLITS;

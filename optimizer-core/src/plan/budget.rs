@@ -1,0 +1,229 @@
+//! What a configuration uses on each GPU and whether it keeps the margins: the memory prediction
+//! of llama-server's flags, plus what llama.cpp holds beyond its own breakdown once a long request
+//! has run, against the free memory llama.cpp reports at load.
+//!
+//! Every plan the planner returns went through [`Evaluator::evaluate`] as flags parsed by the one
+//! settings parser, so what it checked is exactly what it emits.
+
+use serde::Serialize;
+
+use crate::memory::{self, ComputeEstimate, Location, MemoryPrediction, Predictor};
+use crate::model::ModelDescription;
+use crate::settings::ServerSettings;
+use crate::units::Bytes;
+
+use super::Hardware;
+use super::error::PlanError;
+
+/// What llama.cpp holds on each GPU beyond its breakdown table and beyond the CUDA context it
+/// subtracts before reporting free memory: cuBLAS and the ggml CUDA pool, which grows at the first
+/// long request and never shrinks (ggml-cuda.cu:413-620). Measured on 2× H200 over the 23 real loads
+/// of fixtures/ground-truth/data/2026-11-21*-h200x2 (rows/*.json `requests[].nvml_after` minus the
+/// breakdown at exit): at most 746 MiB per GPU (q5-l02, `-ub 2048`, a 13,890-token request), minus
+/// the 524 MiB CUDA context ([`super::CUDA_CONTEXT_OVERHEAD`]), rounded up. `--fit-target 128` does
+/// not cover it (reference/anchor-runs.md: the `-ub 1024` placement died at its first request).
+pub const POOL_GROWTH: Bytes = Bytes::from_mib(224);
+
+/// Where compute-buffer sizes come from.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ComputeReserve {
+    /// The memory model's estimate; planning fails on a GPU where it has none.
+    #[default]
+    Modelled,
+    /// These sizes per GPU in CUDA order (e.g. the `CUDA0 compute buffer size` lines of a
+    /// `llama-server -lv 4` log), used where the memory model has no estimate.
+    Given(Vec<Bytes>),
+}
+
+/// Memory on one GPU for one configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GpuUse {
+    /// `CUDA0`, …
+    pub name: String,
+    /// Model weights.
+    pub weights: Bytes,
+    /// KV cache.
+    pub kv_cache: Bytes,
+    /// Recurrent state.
+    pub recurrent_state: Bytes,
+    /// Compute buffer.
+    pub compute: Bytes,
+    /// Whether the compute size came from [`ComputeReserve::Given`] rather than the memory model.
+    pub compute_given: bool,
+    /// [`POOL_GROWTH`] (or the configured growth) when the GPU holds anything, else zero.
+    pub runtime_overhead: Bytes,
+    /// The free memory llama.cpp reports at load.
+    pub free_at_load: Bytes,
+    /// The margin kept free after all of the above.
+    pub margin: Bytes,
+}
+
+impl GpuUse {
+    /// Weights, KV, recurrent state, compute and runtime overhead.
+    pub fn used(&self) -> Bytes {
+        self.weights + self.kv_cache + self.recurrent_state + self.compute + self.runtime_overhead
+    }
+
+    /// Free memory left after use and margin; negative when the margin is not kept.
+    pub fn left(&self) -> i64 {
+        self.free_at_load.signed_sub(self.used()) - i64::try_from(self.margin.get()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether the margin is kept.
+    pub fn fits(&self) -> bool {
+        self.left() >= 0
+    }
+}
+
+/// System RAM for one configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostUse {
+    /// Resident weights, KV, recurrent state, output buffer and host compute when modelled.
+    pub used: Bytes,
+    /// RAM kept for the system and other programs.
+    pub reserve: Bytes,
+    /// Installed RAM, when known.
+    pub total: Option<Bytes>,
+}
+
+impl HostUse {
+    /// Whether it fits, or `None` when the RAM size is not known.
+    pub fn fits(&self) -> Option<bool> {
+        self.total.map(|t| self.used + self.reserve <= t)
+    }
+}
+
+/// A configuration evaluated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Per GPU of the machine, in CUDA order.
+    pub gpus: Vec<GpuUse>,
+    /// System RAM.
+    pub host: HostUse,
+    /// The full memory prediction.
+    #[serde(skip)]
+    pub prediction: MemoryPrediction,
+}
+
+impl Evaluation {
+    /// Whether every GPU keeps its margin.
+    pub fn fits_gpus(&self) -> bool {
+        self.gpus.iter().all(GpuUse::fits)
+    }
+}
+
+/// Evaluates configurations of one model on one machine.
+#[derive(Clone, Debug)]
+pub struct Evaluator<'m> {
+    predictor: Predictor<'m>,
+    gpus: Vec<memory::Gpu>,
+    free: Vec<Bytes>,
+    compute: ComputeReserve,
+    growth: Bytes,
+    host_total: Option<Bytes>,
+    host_reserve: Bytes,
+}
+
+impl<'m> Evaluator<'m> {
+    /// An evaluator for `model` on `hardware`.
+    pub fn new(
+        model: &'m ModelDescription,
+        hardware: &Hardware,
+        compute: ComputeReserve,
+        growth: Bytes,
+        host_reserve: Bytes,
+    ) -> Evaluator<'m> {
+        let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
+        let gpus =
+            hardware.gpus.iter().zip(&free).map(|(g, &f)| memory::Gpu::new(g.backend_name(), f)).collect();
+        Evaluator {
+            predictor: Predictor::new(model),
+            gpus,
+            free,
+            compute,
+            growth,
+            host_total: hardware.host_ram,
+            host_reserve,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m ModelDescription {
+        self.predictor.model()
+    }
+
+    /// The GPUs as the memory model sees them.
+    pub fn gpus(&self) -> &[memory::Gpu] {
+        &self.gpus
+    }
+
+    /// Free memory at load per GPU.
+    pub fn free(&self) -> &[Bytes] {
+        &self.free
+    }
+
+    /// Where compute sizes come from.
+    pub fn compute_reserve(&self) -> &ComputeReserve {
+        &self.compute
+    }
+
+    /// The memory prediction of `settings`.
+    pub fn predict(&mut self, settings: &ServerSettings) -> Result<MemoryPrediction, PlanError> {
+        Ok(self.predictor.predict(settings, &self.gpus)?)
+    }
+
+    /// The compute buffer of GPU `i` in `prediction`, or the given size where the memory model has
+    /// none.
+    pub fn compute_of(&self, prediction: &MemoryPrediction, i: usize) -> Result<(Bytes, bool), PlanError> {
+        let row = prediction.devices.iter().find(|d| d.location == Location::Gpu(i));
+        let modelled = row.and_then(|d| match &d.compute {
+            ComputeEstimate::NotModelled => None,
+            e @ ComputeEstimate::Estimated { .. } => e.bytes(),
+        });
+        let holds = row.is_some_and(|d| d.weights + d.context() > Bytes::ZERO);
+        match (modelled, &self.compute) {
+            (Some(b), _) => Ok((b, false)),
+            (None, _) if !holds => Ok((Bytes::ZERO, false)),
+            (None, ComputeReserve::Given(sizes)) => Ok((sizes.get(i).copied().unwrap_or(Bytes::ZERO), true)),
+            (None, ComputeReserve::Modelled) => Err(PlanError::ComputeNotModelled {
+                gpu: self.gpus.get(i).map(|g| g.name.clone()).unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Evaluates `settings` against per-GPU `margins`.
+    pub fn evaluate(
+        &mut self,
+        settings: &ServerSettings,
+        margins: &[Bytes],
+    ) -> Result<Evaluation, PlanError> {
+        let prediction = self.predict(settings)?;
+        let mut gpus = Vec::with_capacity(self.gpus.len());
+        for (i, g) in self.gpus.iter().enumerate() {
+            let row = prediction.devices.iter().find(|d| d.location == Location::Gpu(i));
+            let (weights, kv_cache, recurrent_state) = row
+                .map_or((Bytes::ZERO, Bytes::ZERO, Bytes::ZERO), |d| {
+                    (d.weights, d.kv_cache, d.recurrent_state)
+                });
+            let (compute, compute_given) = self.compute_of(&prediction, i)?;
+            let holds = weights + kv_cache + recurrent_state + compute > Bytes::ZERO;
+            gpus.push(GpuUse {
+                name: g.name.clone(),
+                weights,
+                kv_cache,
+                recurrent_state,
+                compute,
+                compute_given,
+                runtime_overhead: if holds { self.growth } else { Bytes::ZERO },
+                free_at_load: self.free[i],
+                margin: margins.get(i).copied().unwrap_or(Bytes::ZERO),
+            });
+        }
+        let host = HostUse {
+            used: prediction.host.known_total(),
+            reserve: self.host_reserve,
+            total: self.host_total,
+        };
+        Ok(Evaluation { gpus, host, prediction })
+    }
+}

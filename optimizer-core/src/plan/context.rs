@@ -1,0 +1,144 @@
+//! Context sizes: the largest context that fits (`--ctx max`), and what to give up when the asked
+//! context does not fit, in the user's order: routed-expert layers on the GPUs first (the planner
+//! does that by itself), then context, 256K → 192K → 128K, each step with its predicted speed.
+//!
+//! Memory grows with the context, so every search here is a bisection over multiples of 256 (the
+//! padding llama.cpp applies to `n_ctx`, llama-context.cpp:292).
+
+use serde::Serialize;
+
+use crate::model::ModelDescription;
+use crate::settings::{CtxSize, ServerSettings};
+use crate::units::Bytes;
+
+use super::Hardware;
+use super::error::PlanError;
+use super::planner::{PlanOptions, Planner, plan};
+use super::search::{candidate_splits, capacities};
+
+/// llama.cpp pads the context to a multiple of this (llama-context.cpp:292).
+pub const CTX_STEP: u32 = 256;
+
+/// The contexts the user steps down through when a context does not fit (BRIEF.md).
+pub const CONTEXT_LADDER: [u32; 5] = [262_144, 196_608, 131_072, 65_536, 32_768];
+
+/// One step down the context ladder.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContextStep {
+    /// The context.
+    pub n_ctx: u32,
+    /// Whether a plan exists at this context.
+    pub fits: bool,
+    /// The aggressive plan's predicted decode speed there.
+    pub decode_tps: Option<f64>,
+    /// Layers whose experts are all on the GPUs there.
+    pub gpu_expert_layers: Option<usize>,
+}
+
+/// The largest multiple of [`CTX_STEP`] in `lo..=hi` for which `ok` holds, when `ok(lo)` holds and
+/// `ok` is monotone (true up to some value, false after). `lo` and `hi` are multiples of the step.
+pub fn bisect_largest(
+    lo: u32,
+    hi: u32,
+    mut ok: impl FnMut(u32) -> Result<bool, PlanError>,
+) -> Result<u32, PlanError> {
+    if ok(hi)? {
+        return Ok(hi);
+    }
+    let (mut good, mut bad) = (lo / CTX_STEP, hi / CTX_STEP);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if ok(mid * CTX_STEP)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(good * CTX_STEP)
+}
+
+/// The largest context at which the dense parts and KV cache of every layer fit on the GPUs with
+/// every routed expert in RAM: what `--ctx max` plans for.
+pub(crate) fn max_dense_context(planner: &mut Planner<'_>) -> Result<u32, PlanError> {
+    let train = planner.model.n_ctx_train.max(CTX_STEP);
+    let n = planner.hardware.gpus.len();
+    let n_layer_all = planner.model.n_layer_all;
+    let budgets: Vec<i64> = (0..n)
+        .map(|g| {
+            planner
+                .hardware
+                .free_at_load(g)
+                .signed_sub(planner.margins.get(g).copied().unwrap_or(Bytes::ZERO))
+        })
+        .collect();
+    let gpus: Vec<usize> = (0..n).collect();
+    let fits = |planner: &mut Planner<'_>, n_ctx: u32| -> Result<bool, PlanError> {
+        planner.base.ctx_size = CtxSize::Tokens(n_ctx);
+        let costs = planner.costs(&gpus)?;
+        Ok(candidate_splits(n_layer_all, n, &gpus, 0, &budgets)
+            .iter()
+            .any(|s| capacities(&costs, &budgets, s).is_some()))
+    };
+    if !fits(planner, CTX_STEP)? {
+        return Err(PlanError::Context {
+            asked: CTX_STEP,
+            why: "the dense parts do not fit on the GPUs even at the smallest context".into(),
+        });
+    }
+    bisect_largest(CTX_STEP, train - train % CTX_STEP, |c| fits(planner, c))
+}
+
+/// The largest context at which the llama-server arguments `args` (a plan's, with its placement
+/// flags) still keep every margin on `hardware`, up to the model's training context.
+pub fn max_context(
+    model: &ModelDescription,
+    args: &[String],
+    hardware: &Hardware,
+    options: &PlanOptions,
+    margins: &[Bytes],
+) -> Result<u32, PlanError> {
+    let settings = ServerSettings::from_args(args)?;
+    let mut planner = Planner::new(model, &settings, hardware, options)?;
+    let train = model.n_ctx_train.max(CTX_STEP);
+    let fits = |planner: &mut Planner<'_>, n_ctx: u32| -> Result<bool, PlanError> {
+        let mut s = settings.clone();
+        s.ctx_size = CtxSize::Tokens(n_ctx);
+        Ok(planner.eval.evaluate(&s, margins)?.fits_gpus())
+    };
+    if !fits(&mut planner, CTX_STEP)? {
+        return Ok(0);
+    }
+    bisect_largest(CTX_STEP, train - train % CTX_STEP, |c| fits(&mut planner, c))
+}
+
+/// The aggressive plan at each context of [`CONTEXT_LADDER`] below `from` (and at `from`): what each
+/// step down buys in speed.
+pub fn context_ladder(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    hardware: &Hardware,
+    options: &PlanOptions,
+    from: u32,
+) -> Result<Vec<ContextStep>, PlanError> {
+    let mut steps = Vec::new();
+    let contexts = std::iter::once(from).chain(CONTEXT_LADDER.into_iter().filter(|&c| c < from));
+    let mut opts = options.clone();
+    opts.emulate_fit = false;
+    for n_ctx in contexts {
+        let mut s = settings.clone();
+        s.ctx_size = CtxSize::Tokens(n_ctx);
+        match plan(model, &s, hardware, &opts) {
+            Ok(set) => steps.push(ContextStep {
+                n_ctx,
+                fits: true,
+                decode_tps: Some(set.aggressive.speed.decode_tps),
+                gpu_expert_layers: Some(set.aggressive.gpu_expert_layers),
+            }),
+            Err(PlanError::DoesNotFit { .. }) => {
+                steps.push(ContextStep { n_ctx, fits: false, decode_tps: None, gpu_expert_layers: None });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(steps)
+}
