@@ -69,9 +69,9 @@ impl GpuUse {
         self.free_at_load.signed_sub(self.used()) - i64::try_from(self.margin.get()).unwrap_or(i64::MAX)
     }
 
-    /// Whether the margin is kept.
+    /// Whether the margin is kept; a GPU that holds nothing always fits.
     pub fn fits(&self) -> bool {
-        self.left() >= 0
+        self.used() == Bytes::ZERO || self.left() >= 0
     }
 }
 
@@ -116,7 +116,7 @@ impl Evaluation {
 #[derive(Clone, Debug)]
 pub struct Evaluator<'m> {
     predictor: Predictor<'m>,
-    gpus: Vec<memory::Gpu>,
+    gpus: Vec<memory::GpuAtLoad>,
     free: Vec<Bytes>,
     compute: ComputeReserve,
     growth: Bytes,
@@ -135,7 +135,7 @@ impl<'m> Evaluator<'m> {
     ) -> Evaluator<'m> {
         let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
         let gpus =
-            hardware.gpus.iter().zip(&free).map(|(g, &f)| memory::Gpu::new(g.backend_name(), f)).collect();
+            hardware.gpus.iter().zip(&free).map(|(g, &f)| memory::GpuAtLoad::new(g.backend_name(), f)).collect();
         Evaluator {
             predictor: Predictor::new(model),
             gpus,
@@ -153,7 +153,7 @@ impl<'m> Evaluator<'m> {
     }
 
     /// The GPUs as the memory model sees them.
-    pub fn gpus(&self) -> &[memory::Gpu] {
+    pub fn gpus(&self) -> &[memory::GpuAtLoad] {
         &self.gpus
     }
 

@@ -22,7 +22,7 @@ mod objective_tests;
 mod placement;
 mod planner;
 #[cfg(test)]
-mod planner_tests;
+pub(crate) mod planner_tests;
 mod search;
 #[cfg(test)]
 pub(crate) mod testing;

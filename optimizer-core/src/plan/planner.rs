@@ -452,55 +452,84 @@ impl<'m> Planner<'m> {
             }
         }
 
-        let use_gpus: Vec<usize> = (0..n).collect();
-        let costs = self.costs(&use_gpus)?;
-        let mut candidates = match &pinned {
-            Some(split) => vec![split.clone()],
-            None => Vec::new(),
+        // All GPUs; without the smallest ones when they cannot hold even their fixed costs; the
+        // CPU takes whole layers only when the dense parts fit nowhere else.
+        let mut by_budget: Vec<usize> = (0..n).collect();
+        by_budget.sort_by_key(|&g| (std::cmp::Reverse(budgets[g]), g));
+        let subsets: Vec<Vec<usize>> = match &pinned {
+            Some(_) => vec![(0..n).collect()],
+            None => (1..=n)
+                .rev()
+                .map(|k| {
+                    let mut s: Vec<usize> = by_budget[..k].to_vec();
+                    s.sort_unstable();
+                    s
+                })
+                .collect(),
         };
-        if candidates.is_empty() {
-            // All GPUs; layers to the CPU only when the dense parts do not fit otherwise.
-            for cpu_prefix in 0..=n_layer_all + 1 {
-                let splits = candidate_splits(n_layer_all, n, &use_gpus, cpu_prefix, budgets);
-                let feasible: Vec<Split> = splits
-                    .into_iter()
-                    .filter(|s| super::search::capacities(&costs, budgets, s).is_some())
-                    .collect();
-                if !feasible.is_empty() {
-                    candidates = feasible;
-                    break;
+        let mut tightest: Option<PlanError> = None;
+        for use_gpus in subsets {
+            let costs = self.costs(&use_gpus)?;
+            // A GPU left out takes nothing, not even experts.
+            let masked: Vec<i64> =
+                (0..n).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
+            let budgets = &masked[..];
+            let candidates = match &pinned {
+                Some(split) => vec![split.clone()],
+                None => (0..=n_layer_all + 1)
+                    .map(|cpu_prefix| {
+                        candidate_splits(n_layer_all, n, &use_gpus, cpu_prefix, budgets)
+                            .into_iter()
+                            .filter(|s| super::search::capacities(&costs, budgets, s).is_some())
+                            .collect::<Vec<Split>>()
+                    })
+                    .find(|c| !c.is_empty())
+                    .unwrap_or_default(),
+            };
+            let mut best: Option<(f64, i64, Placement)> = None;
+            for split in &candidates {
+                let Some(p) = fill(&costs, budgets, split, &self.names) else { continue };
+                let bytes: i64 = gpu_bytes(&costs, &p, n).iter().sum();
+                if floor_bytes.is_some_and(|f| bytes < f) {
+                    continue;
+                }
+                let resolved = Resolved::from_placement(model, &p, speed_settings.loads_mtp_layers());
+                let speed =
+                    predict_speed(model, &resolved, &self.speed_inputs(&speed_settings), &self.options.speed);
+                let better = best.as_ref().is_none_or(|(s, b, _)| {
+                    speed.decode_tps > *s * (1.0 + 1e-9)
+                        || (speed.decode_tps >= *s * (1.0 - 1e-9) && bytes > *b)
+                });
+                if better {
+                    best = Some((speed.decode_tps, bytes, p));
                 }
             }
-        }
-        let mut best: Option<(f64, i64, Placement)> = None;
-        for split in &candidates {
-            let Some(p) = fill(&costs, budgets, split, &self.names) else { continue };
-            let bytes: i64 = gpu_bytes(&costs, &p, n).iter().sum();
-            if floor_bytes.is_some_and(|f| bytes < f) {
-                continue;
+            if let Some((_, _, p)) = best {
+                return Ok(p);
             }
-            let resolved = Resolved::from_placement(model, &p, speed_settings.loads_mtp_layers());
-            let speed =
-                predict_speed(model, &resolved, &self.speed_inputs(&speed_settings), &self.options.speed);
-            let better = best.as_ref().is_none_or(|(s, b, _)| {
-                speed.decode_tps > *s * (1.0 + 1e-9) || (speed.decode_tps >= *s * (1.0 - 1e-9) && bytes > *b)
-            });
-            if better {
-                best = Some((speed.decode_tps, bytes, p));
+            if tightest.is_none() {
+                tightest = Some(self.does_not_fit(&costs, budgets, &use_gpus));
             }
         }
-        match best {
-            Some((_, _, p)) => Ok(p),
-            None => Err(Self::does_not_fit(&costs, budgets)),
-        }
+        Err(tightest.unwrap_or(PlanError::DoesNotFit {
+            what: "the GPUs".into(),
+            needed: Bytes::ZERO,
+            available: Bytes::ZERO,
+            deficit: Bytes::ZERO,
+        }))
     }
 
-    fn does_not_fit(costs: &Costs, budgets: &[i64]) -> PlanError {
-        // Even the output layer alone, or the pinned split, does not fit.
-        let needed: i64 = costs.fixed.iter().sum::<i64>() + costs.output;
-        let available: i64 = budgets.iter().sum();
+    /// The smallest thing that did not fit: the output layer, with the compute buffer and runtime
+    /// overhead, on the GPU with the largest budget.
+    fn does_not_fit(&self, costs: &Costs, budgets: &[i64], use_gpus: &[usize]) -> PlanError {
+        let g = use_gpus.iter().copied().max_by_key(|&g| (budgets[g], std::cmp::Reverse(g))).unwrap_or(0);
+        let needed = costs.fixed.get(g).copied().unwrap_or(0) + costs.output;
+        let available = budgets.get(g).copied().unwrap_or(0);
         PlanError::DoesNotFit {
-            what: "the GPUs, with every layer but the output layer in system RAM".into(),
+            what: format!(
+                "the output layer with the compute buffer and runtime overhead on {} (the largest budget)",
+                self.names.get(g).cloned().unwrap_or_default()
+            ),
             needed: unsigned(needed),
             available: unsigned(available),
             deficit: unsigned(needed - available),

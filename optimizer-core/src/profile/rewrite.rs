@@ -12,10 +12,11 @@ use crate::units::Bytes;
 
 /// The llama-server options that place tensors, by their first spelling (every spelling counts):
 /// `-ot/--override-tensor`, `-ts/--tensor-split`, `-ngl/--n-gpu-layers`, `--n-cpu-moe`,
-/// `--cpu-moe`, `--n-cpu-ffn`, `--fit`, `--fit-target`, `--fit-ctx`. A new placement replaces all
-/// of them in `EXTRA_ARGS`.
-pub const PLACEMENT_FLAGS: [&str; 9] =
-    ["-ot", "-ts", "-ngl", "-ncmoe", "-cmoe", "-ncffn", "-fit", "-fitt", "-fitc"];
+/// `--cpu-moe`, `--n-cpu-ffn`, `--fit`, `--fit-target`, `--fit-ctx`, and `-sm/--split-mode` with
+/// `-mg/--main-gpu` (a one-GPU plan is `-sm none -mg N`, a split plan must not keep them). A new
+/// placement replaces all of them in `EXTRA_ARGS`.
+pub const PLACEMENT_FLAGS: [&str; 11] =
+    ["-ot", "-ts", "-ngl", "-ncmoe", "-cmoe", "-ncffn", "-fit", "-fitt", "-fitc", "-sm", "-mg"];
 
 /// What to change in one profile. Fields left `None` (and an empty `keys`) change nothing.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -2,21 +2,29 @@
 //!
 //! - `ranges`: layer sets as compact regex alternations (`[0-9]|1[0-4]`).
 //! - `ot`: a placement as `-ngl`, integer `-ts`, an ordered `-ot` list and `--fit off`.
+//! - `command`: shell-escaped `llama-server` commands and the `--fit on --fit-target` form.
+//! - `profile`: a plan as models.conf lines.
+//! - `plan`: the plan command's JSON report.
 //! - `inspect`, `gpus`, `memory`: one file per command's report, each with a text and a JSON renderer; the JSON
 //!   comes from the report's serde structs, whose fields are the documented schema (docs/json.md), in a
 //!   fixed order.
 
+mod command;
 pub mod gpus;
 pub mod inspect;
 pub mod memory;
 mod ot;
+pub mod plan;
+mod profile;
 mod ranges;
 #[cfg(test)]
 mod report_tests;
 #[cfg(test)]
 mod tests;
 
+pub use command::{fit_target_args, server_command, shell_command, shell_word};
 pub use ot::{EXPS_TO_CPU, PlacementFlags, overrides, placement_flags};
+pub use profile::{ProfileForm, profile_changes, profile_lines};
 pub use ranges::{alternation, block_prefix};
 
 use comfy_table::{CellAlignment, Table};
