@@ -155,7 +155,7 @@ fn launch_args_replace_placement_model_host_and_port() {
     let args = launch_args(&base, &rung, &launch);
     assert_eq!(
         args.join(" "),
-        "-m /data/q.gguf --split-mode layer --flash-attn on --jinja -np 1 -b 2048 -ub 512 --temp 1.0 -c 196608 \
+        "-m /data/q.gguf --flash-attn on --jinja -np 1 -b 2048 -ub 512 --temp 1.0 -c 196608 \
          -ngl 99 -ts 20,28 -ot blk\\.(1|2)\\.=CUDA0,exps=CPU --fit off --host 127.0.0.1 --port 40001 -lv 4"
     );
     // the result parses as llama-server would, with the rung's placement

@@ -134,8 +134,12 @@ impl<'m> Evaluator<'m> {
         host_reserve: Bytes,
     ) -> Evaluator<'m> {
         let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
-        let gpus =
-            hardware.gpus.iter().zip(&free).map(|(g, &f)| memory::GpuAtLoad::new(g.backend_name(), f)).collect();
+        let gpus = hardware
+            .gpus
+            .iter()
+            .zip(&free)
+            .map(|(g, &f)| memory::GpuAtLoad::new(g.backend_name(), f))
+            .collect();
         Evaluator {
             predictor: Predictor::new(model),
             gpus,

@@ -189,6 +189,8 @@ pub fn plan(
     };
     if let Some(n) = n_ctx {
         planner.base.ctx_size = CtxSize::Tokens(n);
+        // llama.cpp's fit is compared at the same context.
+        planner.given.ctx_size = CtxSize::Tokens(n);
     }
     planner.plan_set()
 }
@@ -862,7 +864,7 @@ fn expert_stats(model: &ModelDescription, p: &Placement) -> (Bytes, usize) {
 
 /// `-ngl N [-ts …] --n-cpu-moe K` when it places exactly as `p`: every layer's experts with its
 /// dense part, except all experts of layers `0..K` in RAM.
-fn n_cpu_moe_form(model: &ModelDescription, p: &Placement, pins: &Pins) -> Option<Vec<String>> {
+pub(crate) fn n_cpu_moe_form(model: &ModelDescription, p: &Placement, pins: &Pins) -> Option<Vec<String>> {
     if !pins.overrides.is_empty() || p.layers.iter().any(|l| l.dense == Device::Cpu) {
         return None;
     }

@@ -307,3 +307,32 @@ mod properties {
         }
     }
 }
+
+/// The `--n-cpu-moe` form, when a plan has one, places every tensor as the plan's own flags do.
+#[test]
+fn the_n_cpu_moe_form_places_as_the_plan() {
+    let model =
+        ModelDescription::from_gguf(&crate::model::testing::qwen3_coder_next(12, false).build()).unwrap();
+    let gpus = vec!["CUDA0".to_owned(), "CUDA1".to_owned()];
+    let layers = (0..12)
+        .map(|il| {
+            let dense = Device::Gpu(usize::from(il >= 7));
+            let experts = ExpertPlacement::all(if il < 3 { Device::Cpu } else { dense });
+            LayerPlacement { dense, experts }
+        })
+        .collect();
+    let p = Placement { gpus, layers, output: Device::Gpu(1) };
+    let form = planner::n_cpu_moe_form(&model, &p, &Pins::default()).unwrap();
+    assert_eq!(form.join(" "), "-ngl 13 -ts 7,6 --n-cpu-moe 3 --fit off");
+    let s = ServerSettings::from_args(&form).unwrap();
+    let r = super::testing::resolve(&model, &s, &[1.0, 1.0]);
+    for (t, d) in model.tensors.iter().zip(&r.tensors) {
+        if let Some(d) = d {
+            assert_eq!(*d, p.tensor_device(t), "{}", t.name);
+        }
+    }
+    // A CPU layer after a GPU one has no such form.
+    let mut q = p.clone();
+    q.layers[9].experts = ExpertPlacement::all(Device::Cpu);
+    assert_eq!(planner::n_cpu_moe_form(&model, &q, &Pins::default()), None);
+}

@@ -1,0 +1,99 @@
+//! Times the planner for docs/benchmarks.md: both plans, the `--fit` emulation (with its two
+//! `--fit-target` form checks) and, with `--ctx max`, the context search, for the committed
+//! Qwen3-Coder-Next UD-Q5_K_XL header fixture on the user's two GPUs.
+//!
+//! ```console
+//! $ cargo run --release -p optimizer-core --example plan_bench -- fixtures/models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf 20
+//! ```
+//!
+//! The compute buffers are not modelled yet, so the bench gives them as sizes (those llama.cpp
+//! logged for this model at 262,144 tokens and `-ub 512`), which is what a user without the compute
+//! model would do.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use optimizer_core::gguf::{ReadOptions, open_model};
+use optimizer_core::model::ModelDescription;
+use optimizer_core::plan::{
+    CUDA_CONTEXT_OVERHEAD, ComputeReserve, ContextRequest, Hardware, PlanOptions, plan,
+};
+use optimizer_core::settings::ServerSettings;
+use optimizer_core::units::Bytes;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(path), Some(runs)) = (args.first(), args.get(1).and_then(|r| r.parse::<usize>().ok())) else {
+        eprintln!("usage: plan_bench MODEL.gguf RUNS");
+        return ExitCode::from(2);
+    };
+    let model = match open_model(Path::new(path), &ReadOptions::default()) {
+        Ok(gguf) => match ModelDescription::from_gguf(&gguf) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The user's pair as llama.cpp sees it: RTX 4090 (23,670 MiB free at load) and RTX 5070 Ti with
+    // the desktop on it (12,760 MiB), DDR4 at 40 GB/s (BRIEF.md).
+    let Ok(mut hw) = Hardware::from_free_at_load(
+        &[Bytes::from_mib(23_670), Bytes::from_mib(12_760)],
+        CUDA_CONTEXT_OVERHEAD,
+    ) else {
+        return ExitCode::FAILURE;
+    };
+    hw.gpus[0].bandwidth_gbs = Some(1008.0);
+    hw.gpus[1].bandwidth_gbs = Some(896.0);
+    hw.host_bandwidth_gbs = Some(40.0);
+    hw.host_ram = Some(Bytes::from_gib(64));
+    let words = "-fa on -ctk q8_0 -ctv q8_0 -np 1 -c 262144 -b 2048 -ub 512 --fit-target 128,1024";
+    let Ok(settings) = ServerSettings::from_args(&words.split(' ').collect::<Vec<_>>()) else {
+        return ExitCode::FAILURE;
+    };
+    for context in [ContextRequest::AsGiven, ContextRequest::Max] {
+        let opts = PlanOptions {
+            compute: ComputeReserve::Given(vec![Bytes::from_mib(824), Bytes::from_mib(821)]),
+            context,
+            ..PlanOptions::default()
+        };
+        let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        let mut last = None;
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            let set = plan(&model, &settings, &hw, &opts);
+            times.push(t.elapsed());
+            last = Some(set);
+        }
+        times.sort();
+        match last {
+            Some(Ok(set)) => println!(
+                "{context:?}: min {:.1} ms, median {:.1} ms ({} runs); n_ctx {}, aggressive {:.1} tok/s: {}",
+                ms(times[0]),
+                ms(times[times.len() / 2]),
+                times.len(),
+                set.n_ctx,
+                set.aggressive.speed.decode_tps,
+                set.aggressive.placement_args.join(" ")
+            ),
+            Some(Err(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            None => return ExitCode::FAILURE,
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
