@@ -5,10 +5,6 @@
 //! ```console
 //! $ cargo run --release -p optimizer-core --example plan_bench -- fixtures/models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf 20
 //! ```
-//!
-//! The compute buffers are not modelled yet, so the bench gives them as sizes (those llama.cpp
-//! logged for this model at 262,144 tokens and `-ub 512`), which is what a user without the compute
-//! model would do.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -18,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use optimizer_core::gguf::{ReadOptions, open_model};
 use optimizer_core::model::ModelDescription;
-use optimizer_core::plan::{
-    CUDA_CONTEXT_OVERHEAD, ComputeReserve, ContextRequest, Hardware, PlanOptions, plan,
-};
+use optimizer_core::plan::{CUDA_CONTEXT_OVERHEAD, ContextRequest, Hardware, PlanOptions, plan};
 use optimizer_core::settings::ServerSettings;
 use optimizer_core::units::Bytes;
 
@@ -60,11 +54,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     for context in [ContextRequest::AsGiven, ContextRequest::Max] {
-        let opts = PlanOptions {
-            compute: ComputeReserve::Given(vec![Bytes::from_mib(824), Bytes::from_mib(821)]),
-            context,
-            ..PlanOptions::default()
-        };
+        let opts = PlanOptions { context, ..PlanOptions::default() };
         let mut times: Vec<Duration> = Vec::with_capacity(runs);
         let mut last = None;
         for _ in 0..runs.max(1) {

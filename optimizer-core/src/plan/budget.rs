@@ -15,23 +15,14 @@ use crate::units::Bytes;
 use super::Hardware;
 use super::error::PlanError;
 
-/// What llama.cpp holds on each GPU beyond its breakdown table and beyond the CUDA context it
-/// subtracts before reporting free memory: cuBLAS and the ggml CUDA pool, which grows at the first
-/// long request and never shrinks (ggml-cuda.cu:413-620). Measured on 2× H200 over the 23 real loads
-/// of fixtures/ground-truth/data/2026-11-21*-h200x2 (rows/*.json `requests[].nvml_after` minus the
-/// breakdown at exit): at most 746 MiB per GPU (q5-l02, `-ub 2048`, a 13,890-token request), minus
-/// the 524 MiB CUDA context ([`super::CUDA_CONTEXT_OVERHEAD`]), rounded up. `--fit-target 128` does
-/// not cover it (reference/anchor-runs.md: the `-ub 1024` placement died at its first request).
-pub const POOL_GROWTH: Bytes = Bytes::from_mib(224);
-
 /// Where compute-buffer sizes come from.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum ComputeReserve {
     /// The memory model's estimate; planning fails on a GPU where it has none.
     #[default]
     Modelled,
-    /// These sizes per GPU in CUDA order (e.g. the `CUDA0 compute buffer size` lines of a
-    /// `llama-server -lv 4` log), used where the memory model has no estimate.
+    /// These sizes per GPU in CUDA order instead of the model's (e.g. the `CUDA0 compute buffer
+    /// size` lines of a `llama-server -lv 4` log with the same context and micro-batch).
     Given(Vec<Bytes>),
 }
 
@@ -50,7 +41,8 @@ pub struct GpuUse {
     pub compute: Bytes,
     /// Whether the compute size came from [`ComputeReserve::Given`] rather than the memory model.
     pub compute_given: bool,
-    /// [`POOL_GROWTH`] (or the configured growth) when the GPU holds anything, else zero.
+    /// What llama-server holds beyond its breakdown after the first long request (the memory
+    /// model's [`memory::overhead`], or the configured override) when the GPU holds anything.
     pub runtime_overhead: Bytes,
     /// The free memory llama.cpp reports at load.
     pub free_at_load: Bytes,
@@ -119,18 +111,19 @@ pub struct Evaluator<'m> {
     gpus: Vec<memory::GpuAtLoad>,
     free: Vec<Bytes>,
     compute: ComputeReserve,
-    growth: Bytes,
+    overhead: Option<Bytes>,
     host_total: Option<Bytes>,
     host_reserve: Bytes,
 }
 
 impl<'m> Evaluator<'m> {
-    /// An evaluator for `model` on `hardware`.
+    /// An evaluator for `model` on `hardware`; `overhead` replaces the memory model's runtime
+    /// overhead per GPU when given.
     pub fn new(
         model: &'m ModelDescription,
         hardware: &Hardware,
         compute: ComputeReserve,
-        growth: Bytes,
+        overhead: Option<Bytes>,
         host_reserve: Bytes,
     ) -> Evaluator<'m> {
         let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
@@ -145,7 +138,7 @@ impl<'m> Evaluator<'m> {
             gpus,
             free,
             compute,
-            growth,
+            overhead,
             host_total: hardware.host_ram,
             host_reserve,
         }
@@ -176,8 +169,8 @@ impl<'m> Evaluator<'m> {
         Ok(self.predictor.predict(settings, &self.gpus)?)
     }
 
-    /// The compute buffer of GPU `i` in `prediction`, or the given size where the memory model has
-    /// none.
+    /// The compute buffer of GPU `i` in `prediction`, and whether it was given rather than
+    /// modelled: the given size when there is one, else the memory model's.
     pub fn compute_of(&self, prediction: &MemoryPrediction, i: usize) -> Result<(Bytes, bool), PlanError> {
         let row = prediction.devices.iter().find(|d| d.location == Location::Gpu(i));
         let modelled = row.and_then(|d| match &d.compute {
@@ -185,14 +178,26 @@ impl<'m> Evaluator<'m> {
             e @ ComputeEstimate::Estimated { .. } => e.bytes(),
         });
         let holds = row.is_some_and(|d| d.weights + d.context() > Bytes::ZERO);
-        match (modelled, &self.compute) {
-            (Some(b), _) => Ok((b, false)),
-            (None, _) if !holds => Ok((Bytes::ZERO, false)),
-            (None, ComputeReserve::Given(sizes)) => Ok((sizes.get(i).copied().unwrap_or(Bytes::ZERO), true)),
-            (None, ComputeReserve::Modelled) => Err(PlanError::ComputeNotModelled {
+        match (&self.compute, modelled) {
+            _ if !holds => Ok((Bytes::ZERO, false)),
+            (ComputeReserve::Given(sizes), _) => Ok((sizes.get(i).copied().unwrap_or(Bytes::ZERO), true)),
+            (ComputeReserve::Modelled, Some(b)) => Ok((b, false)),
+            (ComputeReserve::Modelled, None) => Err(PlanError::ComputeNotModelled {
                 gpu: self.gpus.get(i).map(|g| g.name.clone()).unwrap_or_default(),
             }),
         }
+    }
+
+    /// What GPU `i` holds beyond the breakdown after the first long request: the override, or the
+    /// memory model's ([`memory::overhead`]); zero when the GPU holds nothing.
+    pub fn overhead_of(&self, prediction: &MemoryPrediction, i: usize) -> Bytes {
+        let row = prediction.devices.iter().find(|d| d.location == Location::Gpu(i));
+        if row.is_none_or(|d| d.weights + d.context() == Bytes::ZERO) {
+            return Bytes::ZERO;
+        }
+        self.overhead
+            .or_else(|| row.and_then(|d| d.beyond_breakdown).map(|o| o.after_request))
+            .unwrap_or(Bytes::ZERO)
     }
 
     /// Evaluates `settings` against per-GPU `margins`.
@@ -210,7 +215,7 @@ impl<'m> Evaluator<'m> {
                     (d.weights, d.kv_cache, d.recurrent_state)
                 });
             let (compute, compute_given) = self.compute_of(&prediction, i)?;
-            let holds = weights + kv_cache + recurrent_state + compute > Bytes::ZERO;
+            let runtime_overhead = self.overhead_of(&prediction, i);
             gpus.push(GpuUse {
                 name: g.name.clone(),
                 weights,
@@ -218,7 +223,7 @@ impl<'m> Evaluator<'m> {
                 recurrent_state,
                 compute,
                 compute_given,
-                runtime_overhead: if holds { self.growth } else { Bytes::ZERO },
+                runtime_overhead,
                 free_at_load: self.free[i],
                 margin: margins.get(i).copied().unwrap_or(Bytes::ZERO),
             });

@@ -14,7 +14,6 @@ use crate::units::Bytes;
 use super::Hardware;
 use super::error::PlanError;
 use super::planner::{PlanOptions, Planner, plan};
-use super::search::{candidate_splits, capacities};
 
 /// llama.cpp pads the context to a multiple of this (llama-context.cpp:292).
 pub const CTX_STEP: u32 = 256;
@@ -61,23 +60,10 @@ pub fn bisect_largest(
 /// every routed expert in RAM: what `--ctx max` plans for.
 pub(crate) fn max_dense_context(planner: &mut Planner<'_>) -> Result<u32, PlanError> {
     let train = planner.model.n_ctx_train.max(CTX_STEP);
-    let n = planner.hardware.gpus.len();
-    let n_layer_all = planner.model.n_layer_all;
-    let budgets: Vec<i64> = (0..n)
-        .map(|g| {
-            planner
-                .hardware
-                .free_at_load(g)
-                .signed_sub(planner.margins.get(g).copied().unwrap_or(Bytes::ZERO))
-        })
-        .collect();
-    let gpus: Vec<usize> = (0..n).collect();
+    let budgets = planner.budgets(planner.options.moderate_extra);
     let fits = |planner: &mut Planner<'_>, n_ctx: u32| -> Result<bool, PlanError> {
         planner.base.ctx_size = CtxSize::Tokens(n_ctx);
-        let costs = planner.costs(&gpus)?;
-        Ok(candidate_splits(n_layer_all, n, &gpus, 0, &budgets)
-            .iter()
-            .any(|s| capacities(&costs, &budgets, s).is_some()))
+        planner.dense_fits(&budgets)
     };
     if !fits(planner, CTX_STEP)? {
         return Err(PlanError::Context {

@@ -27,7 +27,7 @@ mod search;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use budget::{ComputeReserve, Evaluation, Evaluator, GpuUse, HostUse, POOL_GROWTH};
+pub use budget::{ComputeReserve, Evaluation, Evaluator, GpuUse, HostUse};
 pub use context::{CONTEXT_LADDER, CTX_STEP, ContextStep, bisect_largest, context_ladder, max_context};
 pub use devices::{
     CUDA_CONTEXT_OVERHEAD, DetectedGpu, DeviceError, DeviceOrder, Gpu, Hardware, KnownCard, known_card,

@@ -15,7 +15,7 @@ use crate::settings::{CtxSize, GpuLayers, OverrideTarget, ServerSettings, SplitM
 use crate::units::Bytes;
 
 use super::Hardware;
-use super::budget::{ComputeReserve, Evaluation, Evaluator, POOL_GROWTH};
+use super::budget::{ComputeReserve, Evaluation, Evaluator};
 use super::error::PlanError;
 use super::fit::{DeviceUse, FitInputs, FitOutcome, FitStatus, Probe, emulate_fit};
 use super::objective::{Resolved, Speed, SpeedInputs, SpeedModel, predict_speed};
@@ -75,8 +75,9 @@ pub struct PlanOptions {
     pub margins: Option<Vec<Bytes>>,
     /// What the moderate plan keeps free on every GPU on top of the aggressive margins.
     pub moderate_extra: Bytes,
-    /// llama.cpp's memory beyond its breakdown after the first long request ([`POOL_GROWTH`]).
-    pub pool_growth: Bytes,
+    /// llama.cpp's memory beyond its breakdown after the first long request, per GPU, instead of
+    /// the memory model's calibrated term ([`crate::memory::overhead`]).
+    pub overhead: Option<Bytes>,
     /// Where compute-buffer sizes come from.
     pub compute: ComputeReserve,
     /// System RAM kept free.
@@ -97,7 +98,7 @@ impl Default for PlanOptions {
         PlanOptions {
             margins: None,
             moderate_extra: DEFAULT_MODERATE_EXTRA,
-            pool_growth: POOL_GROWTH,
+            overhead: None,
             compute: ComputeReserve::Modelled,
             host_reserve: DEFAULT_HOST_RESERVE,
             context: ContextRequest::AsGiven,
@@ -233,13 +234,8 @@ impl<'m> Planner<'m> {
             .margins
             .clone()
             .unwrap_or_else(|| (0..n).map(|i| settings.fit_target.for_device(i)).collect());
-        let eval = Evaluator::new(
-            model,
-            hardware,
-            options.compute.clone(),
-            options.pool_growth,
-            options.host_reserve,
-        );
+        let eval =
+            Evaluator::new(model, hardware, options.compute.clone(), options.overhead, options.host_reserve);
         Ok(Planner {
             model,
             hardware: hardware.clone(),
@@ -374,12 +370,8 @@ impl<'m> Planner<'m> {
             e.sort_by_key(|c| order.iter().position(|p| *p == c.part).unwrap_or(usize::MAX));
         }
         for &g in use_gpus {
-            let (compute, _) =
-                self.eval.compute_of(&prediction, g).or_else(|e| match &self.options.compute {
-                    ComputeReserve::Given(sizes) => Ok((sizes.get(g).copied().unwrap_or(Bytes::ZERO), true)),
-                    ComputeReserve::Modelled => Err(e),
-                })?;
-            fixed[g] += signed(compute) + signed(self.options.pool_growth);
+            let (compute, _) = self.eval.compute_of(&prediction, g)?;
+            fixed[g] += signed(compute) + signed(self.eval.overhead_of(&prediction, g));
         }
         Ok(Costs { dense, experts, output, fixed })
     }
@@ -419,7 +411,7 @@ impl<'m> Planner<'m> {
     }
 
     /// The budget of each GPU for a plan with these margins: free memory at load minus the margin.
-    fn budgets(&self, extra: Bytes) -> Vec<i64> {
+    pub(crate) fn budgets(&self, extra: Bytes) -> Vec<i64> {
         (0..self.hardware.gpus.len())
             .map(|g| {
                 let margin = self.margins.get(g).copied().unwrap_or(Bytes::ZERO) + extra;
@@ -428,8 +420,13 @@ impl<'m> Planner<'m> {
             .collect()
     }
 
-    /// The fastest placement for `budgets` among the dense splits tried, with its GPU bytes.
-    fn search(&mut self, budgets: &[i64], floor_bytes: Option<i64>) -> Result<Placement, PlanError> {
+    /// The fastest placement for `budgets` among the dense splits tried, and the GPUs it was
+    /// searched over.
+    fn search(
+        &mut self,
+        budgets: &[i64],
+        floor_bytes: Option<i64>,
+    ) -> Result<(Placement, Vec<usize>), PlanError> {
         let model = self.model;
         let n = self.hardware.gpus.len();
         let n_layer_all = model.n_layer_all;
@@ -448,26 +445,15 @@ impl<'m> Planner<'m> {
                 let split = candidate_splits(n_layer_all, n, &[g], 0, budgets).remove(0);
                 if let Some(p) = fill(&costs, budgets, &split, &self.names) {
                     if p.experts_with_layers(model) && p.layers.iter().all(|l| l.dense == Device::Gpu(g)) {
-                        return Ok(p);
+                        return Ok((p, vec![g]));
                     }
                 }
             }
         }
 
-        // All GPUs; without the smallest ones when they cannot hold even their fixed costs; the
-        // CPU takes whole layers only when the dense parts fit nowhere else.
-        let mut by_budget: Vec<usize> = (0..n).collect();
-        by_budget.sort_by_key(|&g| (std::cmp::Reverse(budgets[g]), g));
-        let subsets: Vec<Vec<usize>> = match &pinned {
+        let subsets = match &pinned {
             Some(_) => vec![(0..n).collect()],
-            None => (1..=n)
-                .rev()
-                .map(|k| {
-                    let mut s: Vec<usize> = by_budget[..k].to_vec();
-                    s.sort_unstable();
-                    s
-                })
-                .collect(),
+            None => gpu_subsets(budgets),
         };
         let mut tightest: Option<PlanError> = None;
         for use_gpus in subsets {
@@ -478,15 +464,7 @@ impl<'m> Planner<'m> {
             let budgets = &masked[..];
             let candidates = match &pinned {
                 Some(split) => vec![split.clone()],
-                None => (0..=n_layer_all + 1)
-                    .map(|cpu_prefix| {
-                        candidate_splits(n_layer_all, n, &use_gpus, cpu_prefix, budgets)
-                            .into_iter()
-                            .filter(|s| super::search::capacities(&costs, budgets, s).is_some())
-                            .collect::<Vec<Split>>()
-                    })
-                    .find(|c| !c.is_empty())
-                    .unwrap_or_default(),
+                None => feasible_splits(&costs, budgets, n_layer_all, &use_gpus, true),
             };
             let mut best: Option<(f64, i64, Placement)> = None;
             for split in &candidates {
@@ -507,7 +485,7 @@ impl<'m> Planner<'m> {
                 }
             }
             if let Some((_, _, p)) = best {
-                return Ok(p);
+                return Ok((p, use_gpus));
             }
             if tightest.is_none() {
                 tightest = Some(self.does_not_fit(&costs, budgets, &use_gpus));
@@ -519,6 +497,21 @@ impl<'m> Planner<'m> {
             available: Bytes::ZERO,
             deficit: Bytes::ZERO,
         }))
+    }
+
+    /// Whether the dense parts, with their KV cache, compute buffers and runtime overhead, fit on
+    /// the GPUs with every routed expert in RAM and no layer on the CPU.
+    pub(crate) fn dense_fits(&mut self, budgets: &[i64]) -> Result<bool, PlanError> {
+        let n = self.hardware.gpus.len();
+        for use_gpus in gpu_subsets(budgets) {
+            let costs = self.costs(&use_gpus)?;
+            let masked: Vec<i64> =
+                (0..n).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
+            if !feasible_splits(&costs, &masked, self.model.n_layer_all, &use_gpus, false).is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The smallest thing that did not fit: the output layer, with the compute buffer and runtime
@@ -551,24 +544,32 @@ impl<'m> Planner<'m> {
             .map(|g| self.margins.get(g).copied().unwrap_or(Bytes::ZERO) + extra)
             .collect();
         let mut last: Option<(Placement, Evaluation, Vec<String>, Vec<String>)> = None;
-        for _ in 0..4 {
-            let p = self.search(&budgets, floor_bytes)?;
+        let (mut p, use_gpus) = self.search(&budgets, floor_bytes)?;
+        for _ in 0..MAX_TIGHTEN {
             let (_, placement_args) = self.placement_args(&p);
             let settings = self.settings_with(&placement_args)?;
             let eval = self.eval.evaluate(&settings, &margins)?;
-            let over: Vec<i64> = eval.gpus.iter().map(|g| -g.left()).collect();
-            let fits = over.iter().all(|&o| o <= 0);
+            let over: Vec<i64> = eval.gpus.iter().map(|g| if g.fits() { 0 } else { -g.left() }).collect();
             let args = settings.to_args();
-            last = Some((p, eval, placement_args, args));
-            if fits {
+            last = Some((p.clone(), eval, placement_args, args));
+            if over.iter().all(|&o| o <= 0) {
                 break;
             }
-            // The costs disagreed with the prediction (compute buffers that move with the
-            // placement): shrink the budgets by what each GPU is over and search again.
+            // The costs disagreed with the prediction (compute buffers move with the placement):
+            // shrink the budgets of the GPUs that are over and fill the same dense split again, so
+            // the placement only loses experts and the loop converges.
             for (b, o) in budgets.iter_mut().zip(&over) {
                 if *o > 0 {
                     *b -= o;
                 }
+            }
+            let split = split_of(&p);
+            let costs = self.costs(&use_gpus)?;
+            let masked: Vec<i64> =
+                budgets.iter().enumerate().map(|(g, &b)| if use_gpus.contains(&g) { b } else { 0 }).collect();
+            match fill(&costs, &masked, &split, &self.names) {
+                Some(q) => p = q,
+                None => break,
             }
         }
         let Some((placement, memory, placement_args, args)) = last else {
@@ -778,6 +779,59 @@ impl<'m> Planner<'m> {
                 .map(|t| (t.tensor, t.location)));
         Ok(same.then_some(left))
     }
+}
+
+/// The sets of GPUs to plan over, largest first: all of them, then without the smallest budgets one
+/// by one (a GPU that cannot hold even its compute buffer is better left out than failing).
+fn gpu_subsets(budgets: &[i64]) -> Vec<Vec<usize>> {
+    let n = budgets.len();
+    let mut by_budget: Vec<usize> = (0..n).collect();
+    by_budget.sort_by_key(|&g| (std::cmp::Reverse(budgets[g]), g));
+    (1..=n)
+        .rev()
+        .map(|k| {
+            let mut s = by_budget[..k].to_vec();
+            s.sort_unstable();
+            s
+        })
+        .collect()
+}
+
+/// The dense splits over `use_gpus` whose dense parts fit, with the fewest layers on the CPU (none
+/// unless `cpu_layers` allows some).
+fn feasible_splits(
+    costs: &Costs,
+    budgets: &[i64],
+    n_layer_all: usize,
+    use_gpus: &[usize],
+    cpu_layers: bool,
+) -> Vec<Split> {
+    let n = budgets.len();
+    let max_prefix = if cpu_layers { n_layer_all + 1 } else { 0 };
+    (0..=max_prefix)
+        .map(|cpu_prefix| {
+            candidate_splits(n_layer_all, n, use_gpus, cpu_prefix, budgets)
+                .into_iter()
+                .filter(|s| super::search::capacities(costs, budgets, s).is_some())
+                .collect::<Vec<Split>>()
+        })
+        .find(|c| !c.is_empty())
+        .unwrap_or_default()
+}
+
+/// Rounds of checking a plan with the full prediction and filling it again with smaller budgets.
+const MAX_TIGHTEN: usize = 8;
+
+/// The dense split of a placement.
+fn split_of(p: &Placement) -> Split {
+    let cpu_prefix = p
+        .layers
+        .iter()
+        .map(|l| l.dense)
+        .chain(std::iter::once(p.output))
+        .take_while(|d| *d == Device::Cpu)
+        .count();
+    Split { cpu_prefix, counts: p.tensor_split() }
 }
 
 /// The dense split the pins fix (`None` inside when they fix none).

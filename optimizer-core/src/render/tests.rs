@@ -162,7 +162,7 @@ fn one_gpu_of_two() {
 
 mod plan_outputs {
     use crate::model::{ModelDescription, testing};
-    use crate::plan::planner_tests::{Q5, fixture, h200_pair, measured_compute_q5_262k_ub2048};
+    use crate::plan::planner_tests::{Q5, fixture, h200_pair};
     use crate::plan::{CUDA_CONTEXT_OVERHEAD, ComputeReserve, Hardware, PlanOptions, PlanSet, plan};
     use crate::render::plan::{PlanReport, json};
     use crate::render::{ProfileForm, profile_changes, profile_lines, server_command};
@@ -180,8 +180,7 @@ mod plan_outputs {
             "-fa on -ctk q8_0 -ctv q8_0 -np 1 -c 262144 -b 2048 -ub 2048 --fit-target 128,1024",
         ))
         .unwrap();
-        let opts = PlanOptions { compute: measured_compute_q5_262k_ub2048(), ..PlanOptions::default() };
-        plan(&fixture(Q5), &s, &h200_pair(), &opts).unwrap()
+        plan(&fixture(Q5), &s, &h200_pair(), &PlanOptions::default()).unwrap()
     }
 
     /// The user's profile (`-ub 512`, 262,144 tokens) planned on the emulated pair and written
@@ -190,11 +189,7 @@ mod plan_outputs {
     fn the_profile_lines_of_a_plan() {
         let conf = crate::profile::parse(MODELS_CONF).unwrap();
         let settings = conf.find("qwen3-coder-ud-q5").unwrap().server_settings().unwrap();
-        // Compute buffers for -ub 512 at 262,144 tokens as llama.cpp measured them (q5-f02's dry
-        // run): test input, the memory model has none yet.
-        let compute = ComputeReserve::Given(vec![Bytes::from_mib(824), Bytes::from_mib(821)]);
-        let opts = PlanOptions { compute, ..PlanOptions::default() };
-        let set = plan(&fixture(Q5), &settings, &h200_pair(), &opts).unwrap();
+        let set = plan(&fixture(Q5), &settings, &h200_pair(), &PlanOptions::default()).unwrap();
         let changes = profile_changes(&set.aggressive, ProfileForm::Flags, None).unwrap();
         insta::assert_snapshot!(profile_lines(MODELS_CONF, "qwen3-coder-ud-q5", &changes).unwrap(), @r"
         [qwen3-coder-ud-q5]
@@ -205,7 +200,7 @@ mod plan_outputs {
         CTX_SIZE=262144
         N_GPU_LAYERS=49
         FIT=off
-        EXTRA_ARGS=--jinja -np 1 -b 2048 -ub 512 --no-context-shift --temp 1.0 --top-p 0.95 --top-k 40 --min-p 0.01 -ts 28,21 -ot blk\.18\.ffn_(down|gate)_exps=CPU,blk\.([0-9]|1[0-8])\.=CUDA0,blk\.(2[8-9]|3[0-6])\.=CUDA1,exps=CPU
+        EXTRA_ARGS=--jinja -np 1 -b 2048 -ub 512 --no-context-shift --temp 1.0 --top-p 0.95 --top-k 40 --min-p 0.01 -ts 19,30 -ot blk\.([0-9]|1[0-8])\.=CUDA0,blk\.(19|2[0-6])\.=CUDA1,exps=CPU
         ");
         let text = crate::profile::rewrite_profile(MODELS_CONF, "qwen3-coder-ud-q5", &changes).unwrap();
         let before: Vec<&str> = MODELS_CONF.lines().collect();
@@ -221,7 +216,7 @@ mod plan_outputs {
     #[test]
     fn the_command_of_a_plan() {
         let set = q5_plan();
-        insta::assert_snapshot!(server_command(&set.aggressive.args), @r"llama-server -c 262144 -ub 2048 -np 1 -fa on -ctk q8_0 -ctv q8_0 -ngl 49 -ts 23,26 -ot 'blk\.30\.ffn_down_exps=CPU,blk\.([0-9]|1[0-7])\.=CUDA0,blk\.(2[3-9]|30)\.=CUDA1,exps=CPU' --fit off --fit-target 128,1024");
+        insta::assert_snapshot!(server_command(&set.aggressive.args), @r"llama-server -c 262144 -ub 2048 -np 1 -fa on -ctk q8_0 -ctv q8_0 -ngl 49 -ts 26,23 -ot 'blk\.17\.ffn_(down|gate)_exps=CPU,blk\.([0-9]|1[0-7])\.=CUDA0,blk\.(2[6-9]|3[0-3])\.=CUDA1,exps=CPU' --fit off --fit-target 128,1024");
     }
 
     /// A small model on two small GPUs: the whole report.
