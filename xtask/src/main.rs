@@ -8,6 +8,7 @@
 
 mod fixtures;
 mod layout;
+mod plan_rows;
 mod sparse;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ enum Task {
     Fixtures(fixtures::Args),
     /// Print one layout like `make_fixture.py MODEL QUANT --report [--tensors]`.
     Layout(layout::Args),
+    /// Print the planner's plans for the ground-truth configurations as capture.py matrix rows.
+    PlanRows(plan_rows::Args),
 }
 
 /// The repository root: xtask lives one folder below it.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Fixtures(args) => fixtures::run(&repo_root(), &args),
         Task::Layout(args) => layout::run(&repo_root(), &args),
+        Task::PlanRows(args) => plan_rows::run(&repo_root(), &args),
     };
     match result {
         Ok(code) => code,
