@@ -3,14 +3,26 @@
 //! per GPU; and the one function that turns a profile's command line and a rung into the command
 //! line of a launch.
 //!
-//! The planner builds ladders (expert tensors and layers per GPU, then context steps); a user may
-//! also give one by hand as JSON (`splitplan confirm --ladder FILE`), in the schema of [`Ladder`].
+//! The planner builds ladders ([`planned_ladder`]: the aggressive plan, plans with fewer expert
+//! tensors on the GPUs down to the moderate plan and beyond, then context steps); a user may also
+//! give one by hand as JSON (`splitplan confirm --ladder FILE`), in the schema of [`Ladder`].
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::ModelDescription;
+use crate::plan::{Evaluator, GpuUse, Hardware, Plan, PlanError, PlanOptions, plan};
 use crate::profile::PLACEMENT_FLAGS;
-use crate::settings::flags;
-use crate::units::Bytes;
+use crate::settings::{ServerSettings, flags};
+use crate::units::{Bytes, group_thousands};
+
+/// The contexts the planned ladder steps down to after its placements, in the user's order
+/// (BRIEF.md: 256K → 192K → 128K); only those below the planned context are used.
+pub const LADDER_CONTEXTS: [u32; 2] = [196_608, 131_072];
+
+/// The extra margins (as multiples of the moderate plan's extra margin, in quarters) of the rungs
+/// between the aggressive and the moderate plan and beyond it: each takes expert tensors off the
+/// GPUs. A rung that does not take any off is left out.
+const EXTRA_QUARTERS: [u64; 7] = [1, 2, 3, 4, 6, 8, 12];
 
 /// One candidate placement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +178,104 @@ impl Ladder {
             })
             .collect()
     }
+}
+
+/// The ladder the planner proposes for `model` with `settings` on `hardware`: the aggressive plan
+/// first; then plans with more margin on every GPU (a quarter of the moderate plan's extra margin
+/// at a time, up to three times it), each kept only when it holds fewer routed-expert bytes on the
+/// GPUs than the rung before and no more on any GPU, so that the ladder only ever steps back; the
+/// moderate plan among them. Then the last placement at each context of [`LADDER_CONTEXTS`] below
+/// the planned one. Every rung carries its predicted use per GPU (with the overhead beyond
+/// llama.cpp's breakdown), so out-of-memory sizes and headroom guide the search.
+pub fn planned_ladder(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    hardware: &Hardware,
+    options: &PlanOptions,
+) -> Result<Ladder, PlanError> {
+    let mut opts = options.clone();
+    opts.emulate_fit = false;
+    let set = plan(model, settings, hardware, &opts)?;
+    let planned_ctx = (opts.context == crate::plan::ContextRequest::Max).then_some(set.n_ctx);
+    let rung_of = |p: &Plan, label: String| Rung {
+        label,
+        placement: p.placement_args.clone(),
+        ctx_size: planned_ctx,
+        ubatch_size: None,
+        predicted: p.memory.gpus.iter().map(GpuUse::used).collect(),
+    };
+    let experts = |p: &Plan| {
+        format!(
+            "experts of {} layers on the GPUs ({} MiB)",
+            p.gpu_expert_layers,
+            group_thousands(p.gpu_expert_bytes.mib_floor())
+        )
+    };
+    let mut rungs = vec![rung_of(&set.aggressive, format!("aggressive: {}", experts(&set.aggressive)))];
+    let mut last = (set.aggressive.gpu_expert_bytes, rungs[0].predicted.clone());
+    let mut moderate = None;
+    let mut last_plan = set.aggressive.clone();
+    let quarter = Bytes::new(options.moderate_extra.get() / 4);
+    for q in EXTRA_QUARTERS {
+        let (p, label) = if q == 4 {
+            (set.moderate.clone(), format!("moderate: {}", experts(&set.moderate)))
+        } else {
+            let mut o = opts.clone();
+            o.moderate_extra = Bytes::new(quarter.get() * q);
+            match plan(model, settings, hardware, &o) {
+                Ok(s) => {
+                    let label = format!(
+                        "{} MiB more margin: {}",
+                        group_thousands(o.moderate_extra.mib_floor()),
+                        experts(&s.moderate)
+                    );
+                    (s.moderate, label)
+                }
+                Err(PlanError::DoesNotFit { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        };
+        let predicted: Vec<Bytes> = p.memory.gpus.iter().map(GpuUse::used).collect();
+        let steps_back = p.gpu_expert_bytes < last.0 && predicted.iter().zip(&last.1).all(|(a, b)| a <= b);
+        if !steps_back {
+            if q == 4 && rungs.last().is_some_and(|r| r.placement == p.placement_args) {
+                moderate = Some(rungs.len() - 1);
+            }
+            continue;
+        }
+        if q == 4 {
+            moderate = Some(rungs.len());
+        }
+        last = (p.gpu_expert_bytes, predicted);
+        rungs.push(rung_of(&p, label));
+        last_plan = p;
+    }
+    let mut eval =
+        Evaluator::new(model, hardware, options.compute.clone(), options.overhead, options.host_reserve);
+    let from = rungs.len() - 1;
+    for ctx in LADDER_CONTEXTS.into_iter().filter(|&c| c < set.n_ctx) {
+        let mut args = last_plan.args.clone();
+        args.extend(["-c".to_owned(), ctx.to_string()]);
+        let s = ServerSettings::from_args(&args)?;
+        let e = eval.evaluate(&s, &last_plan.margins)?;
+        rungs.push(Rung {
+            label: format!(
+                "context {} (the placement of rung {})",
+                group_thousands(u64::from(ctx)),
+                from + 1
+            ),
+            placement: last_plan.placement_args.clone(),
+            ctx_size: Some(ctx),
+            ubatch_size: None,
+            predicted: e.gpus.iter().map(GpuUse::used).collect(),
+        });
+    }
+    Ok(Ladder {
+        gpus: hardware.gpus.iter().map(crate::plan::Gpu::backend_name).collect(),
+        rungs,
+        aggressive: 0,
+        moderate,
+    })
 }
 
 /// What a launch adds to every command: where the model is on this machine, where to listen,

@@ -219,12 +219,41 @@ pub struct TestResult {
     pub notes: Vec<String>,
 }
 
-/// The results table of advice_test_plan.md (BRIEF.md; examples/advice_test_plan.md), filled in.
+/// The results table of advice_test_plan.md (BRIEF.md; examples/advice_test_plan.md), filled in,
+/// under a level-4 heading.
 pub fn render_results_table(result: &TestResult) -> String {
+    results_table(4, &result.title, &results_rows(result))
+}
+
+/// The results table with nothing measured yet, for the user (or `confirm`) to fill in: the same
+/// heading and rows as [`render_results_table`], the values empty. `level` is the heading's level
+/// (4: `####`).
+pub fn render_empty_results_table(level: usize, title: &str, devices: &[String]) -> String {
+    let mut rows: Vec<(String, String)> = vec![("Launches used".to_string(), String::new())];
+    rows.extend(devices.iter().map(|d| (format!("{d} VRAM (MiB / %)"), String::new())));
+    for label in ["Graph splits", "Speed (t/s)", "OOM?", "Notes"] {
+        rows.push((label.to_string(), String::new()));
+    }
+    results_table(level, title, &rows)
+}
+
+fn results_table(level: usize, title: &str, rows: &[(String, String)]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "#### {}", result.title);
+    let _ = writeln!(s, "{} {title}", "#".repeat(level.clamp(1, 6)));
     s.push_str("| Metric | Value |\n|--------|-------|\n");
-    let _ = writeln!(s, "| Launches used | {} |", result.launches);
+    for (label, value) in rows {
+        if value.is_empty() {
+            let _ = writeln!(s, "| {label} | |");
+        } else {
+            let _ = writeln!(s, "| {label} | {value} |");
+        }
+    }
+    s
+}
+
+/// The rows of a filled-in results table, label and value.
+fn results_rows(result: &TestResult) -> Vec<(String, String)> {
+    let mut rows = vec![("Launches used".to_string(), result.launches.to_string())];
     for d in &result.measurement.devices {
         let value = match (d.peak_used, d.total) {
             (Some(used), Some(total)) if total.get() > 0 => {
@@ -241,7 +270,7 @@ pub fn render_results_table(result: &TestResult) -> String {
             PeakSource::Breakdown => " (at exit)",
             PeakSource::None => "",
         };
-        let _ = writeln!(s, "| {} VRAM (MiB / %){how} | {value} |", d.device);
+        rows.push((format!("{} VRAM (MiB / %){how}", d.device), value));
     }
     let splits = result.measurement.graph.map_or_else(
         || "not logged".to_string(),
@@ -253,21 +282,21 @@ pub fn render_results_table(result: &TestResult) -> String {
             }
         },
     );
-    let _ = writeln!(s, "| Graph splits | {splits} |");
+    rows.push(("Graph splits".to_string(), splits));
     let speed = match (result.measurement.decode, result.measurement.prompt) {
         (Some(d), Some(p)) => format!("{:.1} decode, {:.1} prompt", d.per_second, p.per_second),
         (Some(d), None) => format!("{:.1} decode", d.per_second),
         _ => "not measured".to_string(),
     };
-    let _ = writeln!(s, "| Speed (t/s) | {speed} |");
+    rows.push(("Speed (t/s)".to_string(), speed));
     let oom = if result.ooms.is_empty() { "no".to_string() } else { result.ooms.join("; ") };
-    let _ = writeln!(s, "| OOM? | {oom} |");
+    rows.push(("OOM?".to_string(), oom));
     let mut notes = vec![format!(
         "worst-case request: {} of {} context tokens",
         group_thousands(result.request_tokens),
         group_thousands(u64::from(result.ctx_size))
     )];
     notes.extend(result.notes.iter().cloned());
-    let _ = writeln!(s, "| Notes | {} |", notes.join("; ").replace('|', "\\|"));
-    s
+    rows.push(("Notes".to_string(), notes.join("; ").replace('|', "\\|")));
+    rows
 }

@@ -14,6 +14,8 @@ pub mod measure;
 pub mod outcome;
 
 #[cfg(test)]
+mod ladder_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_more;
@@ -22,7 +24,7 @@ pub use calibration::{
     CalibrationCache, CalibrationError, CalibrationKey, CalibrationRecord, MeasuredCompute, MeasuredDevice,
     ModelIdentity,
 };
-pub use ladder::{Ladder, LadderError, LaunchArgs, Rung, launch_args};
+pub use ladder::{LADDER_CONTEXTS, Ladder, LadderError, LaunchArgs, Rung, launch_args, planned_ladder};
 pub use log::{
     BreakdownRow, BufferKind, BufferLine, BuildInfo, DeviceInfo, Failure, FitLayers, GraphSplits, LaunchLog,
     LogParser, MemoryBreakdown, ModelDevice, OomStage, OutOfMemory, Rate, SlotTiming, parse_log,
@@ -30,6 +32,6 @@ pub use log::{
 };
 pub use measure::{
     DeviceMeasurement, Discrepancy, GpuReading, Measurement, PeakSource, TestResult, compare, measure,
-    render_results_table,
+    render_empty_results_table, render_results_table,
 };
 pub use outcome::{Classification, ExitKind, LaunchFacts, Phase, classify};

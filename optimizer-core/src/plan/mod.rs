@@ -46,8 +46,8 @@ pub use placement::{
     spill_rank,
 };
 pub use planner::{
-    ContextRequest, DEFAULT_HOST_RESERVE, DEFAULT_MODERATE_EXTRA, FitPlan, Pins, Plan, PlanKind, PlanOptions,
-    PlanSet, plan,
+    Assessment, ContextRequest, DEFAULT_HOST_RESERVE, DEFAULT_MODERATE_EXTRA, FitPlan, Pins, Plan, PlanKind,
+    PlanOptions, PlanSet, assess, plan,
 };
 pub use search::{Costs, ExpertCost, Split, candidate_splits, capacities, fill, gpu_bytes};
 

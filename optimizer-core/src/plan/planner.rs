@@ -196,6 +196,35 @@ pub fn plan(
     planner.plan_set()
 }
 
+/// Memory and speed of a configuration as given (a profile's own placement, say), checked against
+/// the same margins and overhead the plans keep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Assessment {
+    /// Memory per GPU and host.
+    pub memory: Evaluation,
+    /// Predicted speed and graph splits.
+    pub speed: Speed,
+    /// Where every tensor goes.
+    #[serde(skip)]
+    pub resolved: Resolved,
+}
+
+/// Predicts memory and speed for `settings` exactly as given (no planning), with the aggressive
+/// margins of `options` (or the settings' `--fit-target`).
+pub fn assess(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    hardware: &Hardware,
+    options: &PlanOptions,
+) -> Result<Assessment, PlanError> {
+    let mut planner = Planner::new(model, settings, hardware, options)?;
+    let margins = planner.margins.clone();
+    let memory = planner.eval.evaluate(settings, &margins)?;
+    let resolved = planner.resolve(&memory.prediction);
+    let speed = predict_speed(model, &resolved, &planner.speed_inputs(settings), &options.speed);
+    Ok(Assessment { memory, speed, resolved })
+}
+
 /// The planner's state for one model, settings and machine.
 pub(crate) struct Planner<'m> {
     pub(crate) model: &'m ModelDescription,

@@ -4,11 +4,15 @@
 //! - `ot`: a placement as `-ngl`, integer `-ts`, an ordered `-ot` list and `--fit off`.
 //! - `command`: shell-escaped `llama-server` commands and the `--fit on --fit-target` form.
 //! - `profile`: a plan as models.conf lines.
-//! - `plan`: the plan command's JSON report.
+//! - `bar`: a GPU's memory as a stacked bar of plain characters.
+//! - `plan`: the plan command's report, as text and JSON.
+//! - `advice`: advice_test_plan.md, the user's review document, as markdown.
 //! - `inspect`, `gpus`, `memory`: one file per command's report, each with a text and a JSON renderer; the JSON
 //!   comes from the report's serde structs, whose fields are the documented schema (docs/json.md), in a
 //!   fixed order.
 
+pub mod advice;
+pub mod bar;
 mod command;
 pub mod gpus;
 pub mod inspect;
@@ -24,7 +28,7 @@ mod tests;
 
 pub use command::{fit_target_args, server_command, shell_command, shell_word};
 pub use ot::{EXPS_TO_CPU, PlacementFlags, overrides, placement_flags};
-pub use profile::{ProfileForm, profile_changes, profile_lines};
+pub use profile::{ProfileForm, changed_lines, line_diff, profile_changes, profile_lines};
 pub use ranges::{alternation, block_prefix};
 
 use comfy_table::{CellAlignment, Table};
@@ -72,4 +76,12 @@ fn json<T: serde::Serialize>(report: &T) -> String {
     let mut s = serde_json::to_string_pretty(report).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// A rate or bandwidth rounded to a whole number with thousands separators: `9,507`. Negative or
+/// not-a-number values print as 0.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to 0..=u32::MAX first
+fn whole(x: f64) -> String {
+    let v = if x.is_finite() { x.round().clamp(0.0, f64::from(u32::MAX)) } else { 0.0 };
+    group_thousands(v as u64)
 }

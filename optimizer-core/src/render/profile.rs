@@ -69,3 +69,100 @@ pub fn profile_lines(
         conf.lines().iter().filter(|l| range.contains(&l.number)).map(|l| l.content.as_str()).collect();
     Ok(lines.join("\n"))
 }
+
+/// The lines that differ between two versions of models.conf, as a unified-diff-like view: a
+/// `--- old` / `+++ new` header, then for each changed stretch a `@@ line N @@` header, the old
+/// lines with `-`, the new lines with `+`, and unchanged lines between changes with a space.
+/// `rewrite_profile` only replaces lines in place and adds lines after a profile's last one, so
+/// the two versions are compared by the lines they share at both ends. Empty when equal.
+pub fn line_diff(before: &str, after: &str, old_label: &str, new_label: &str) -> String {
+    if before == after {
+        return String::new();
+    }
+    let a: Vec<&str> = before.lines().collect();
+    let b: Vec<&str> = after.lines().collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let max_suffix = a.len().min(b.len()) - prefix;
+    let suffix = a.iter().rev().zip(b.iter().rev()).take(max_suffix).take_while(|(x, y)| x == y).count();
+    let (a_mid, b_mid) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
+    let mut out = format!("--- {old_label}\n+++ {new_label}\n@@ line {} @@\n", prefix + 1);
+    let paired = a_mid.len().min(b_mid.len());
+    let mut pending_same: Vec<&str> = Vec::new();
+    for i in 0..paired {
+        if a_mid[i] == b_mid[i] {
+            pending_same.push(a_mid[i]);
+            continue;
+        }
+        for s in pending_same.drain(..) {
+            out.push(' ');
+            out.push_str(s);
+            out.push('\n');
+        }
+        out.push('-');
+        out.push_str(a_mid[i]);
+        out.push('\n');
+        out.push('+');
+        out.push_str(b_mid[i]);
+        out.push('\n');
+    }
+    let (rest_a, rest_b) = (&a_mid[paired..], &b_mid[paired..]);
+    if !rest_a.is_empty() || !rest_b.is_empty() {
+        for s in pending_same.drain(..) {
+            out.push(' ');
+            out.push_str(s);
+            out.push('\n');
+        }
+    }
+    for l in rest_a {
+        out.push('-');
+        out.push_str(l);
+        out.push('\n');
+    }
+    for l in rest_b {
+        out.push('+');
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The lines of `after` that are new or changed against `before` (the `+` lines of
+/// [`line_diff`]): what a plan writes into a profile.
+pub fn changed_lines(before: &str, after: &str) -> Vec<String> {
+    line_diff(before, after, "", "")
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.strip_prefix('+'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_of_replaced_and_added_lines() {
+        let before = "[a]\nX=1\nY=2\nZ=3\n\n[b]\nX=1\n";
+        let after = "[a]\nX=9\nY=2\nZ=4\nW=5\n\n[b]\nX=1\n";
+        insta::assert_snapshot!(line_diff(before, after, "models.conf", "models.conf (new)"), @r"
+        --- models.conf
+        +++ models.conf (new)
+        @@ line 2 @@
+        -X=1
+        +X=9
+         Y=2
+        -Z=3
+        +Z=4
+        +W=5
+        ");
+        assert_eq!(changed_lines(before, after), ["X=9", "Z=4", "W=5"]);
+        assert_eq!(line_diff(before, before, "a", "b"), "");
+    }
+
+    #[test]
+    fn only_an_added_line() {
+        let d = line_diff("[a]\nX=1\n\n[b]\n", "[a]\nX=1\nY=2\n\n[b]\n", "o", "n");
+        assert_eq!(d, "--- o\n+++ n\n@@ line 3 @@\n+Y=2\n");
+    }
+}

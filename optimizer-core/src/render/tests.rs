@@ -162,11 +162,15 @@ fn one_gpu_of_two() {
 
 mod plan_outputs {
     use crate::model::{ModelDescription, testing};
+    use crate::plan::devices::parse_gpu_list;
     use crate::plan::planner_tests::{Q5, fixture, h200_pair};
-    use crate::plan::{CUDA_CONTEXT_OVERHEAD, ComputeReserve, Hardware, PlanOptions, PlanSet, plan};
-    use crate::render::plan::{PlanReport, json};
+    use crate::plan::{
+        CUDA_CONTEXT_OVERHEAD, ComputeReserve, ContextStep, Hardware, Pins, PlanOptions, PlanSet, plan,
+    };
+    use crate::render::plan::{PlanReport, ReportInputs, TextStyle, json};
     use crate::render::{ProfileForm, profile_changes, profile_lines, server_command};
     use crate::settings::ServerSettings;
+    use crate::settings::{OverrideTarget, TensorOverride};
     use crate::units::Bytes;
 
     const MODELS_CONF: &str = include_str!("../../../fixtures/models.conf");
@@ -242,5 +246,140 @@ mod plan_outputs {
         };
         let set = plan(&model, &s, &hw, &opts).unwrap();
         insta::assert_snapshot!(json(&PlanReport::new(&model, &set)));
+    }
+
+    /// The small model on two small GPUs, the report as text and JSON with its inputs, a pin and
+    /// context steps; a third GPU that holds nothing.
+    fn small_report() -> (ModelDescription, Hardware, PlanSet, PlanReport) {
+        let model = ModelDescription::from_gguf(&testing::qwen3_coder_next(4, false).build()).unwrap();
+        let mut hw =
+            Hardware::new(parse_gpu_list("4000,3000").unwrap()).with_cuda_context(CUDA_CONTEXT_OVERHEAD);
+        hw.gpus[0].bandwidth_gbs = Some(1008.0);
+        hw.host_bandwidth_gbs = Some(40.0);
+        hw.host_ram = Some(Bytes::from_gib(64));
+        let s = ServerSettings::from_args(&args(
+            "-fa on -ctk q8_0 -ctv q8_0 -np 1 -c 32768 -ub 512 --fit-target 128,1024",
+        ))
+        .unwrap();
+        let pins = Pins {
+            overrides: vec![TensorOverride {
+                pattern: r"blk\.0\.ffn_down_exps".into(),
+                target: OverrideTarget::Cpu,
+            }],
+            ..Pins::default()
+        };
+        let opts = PlanOptions {
+            compute: ComputeReserve::Given(vec![Bytes::from_mib(300), Bytes::from_mib(250)]),
+            pins: pins.clone(),
+            ..PlanOptions::default()
+        };
+        let mut settings = s.clone();
+        settings.overrides.clone_from(&pins.overrides);
+        let set = plan(&model, &settings, &hw, &opts).unwrap();
+        let mut report = PlanReport::new(&model, &set).with_inputs(&ReportInputs {
+            profile: Some("small"),
+            hardware: &hw,
+            settings: &settings,
+            pins: &pins,
+        });
+        report.context_steps = vec![
+            ContextStep {
+                n_ctx: 16_384,
+                fits: true,
+                decode_tps: Some(report.plans[0].speed.decode_tps + 1.5),
+                gpu_expert_layers: Some(4),
+            },
+            ContextStep { n_ctx: 8_192, fits: false, decode_tps: None, gpu_expert_layers: None },
+        ];
+        (model, hw, set, report)
+    }
+
+    #[test]
+    fn the_text_report() {
+        let (_, _, _, report) = small_report();
+        let text = crate::render::plan::text(&report, TextStyle::default());
+        assert!(!text.contains('\x1b'));
+        insta::assert_snapshot!(text);
+        let painted = crate::render::plan::text(&report, TextStyle { colour: true });
+        assert!(painted.contains("\x1b[34m"));
+        assert_eq!(strip_ansi(&painted), text);
+    }
+
+    fn strip_ansi(s: &str) -> String {
+        regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().replace_all(s, "").into_owned()
+    }
+
+    #[test]
+    fn the_json_report_with_its_inputs() {
+        let (_, _, _, report) = small_report();
+        let v: serde_json::Value = serde_json::from_str(&json(&report)).unwrap();
+        assert_eq!(v["profile"], "small");
+        assert_eq!(v["machine"][0]["card"], "4000 GPU");
+        assert_eq!(v["pinned"], serde_json::json!(["-ot", r"blk\.0\.ffn_down_exps=CPU"]));
+        assert_eq!(v["fit"]["fit_target_bytes"], serde_json::json!([128 << 20, 1024 << 20]));
+        assert_eq!(v["context_steps"][1]["fits"], false);
+    }
+
+    #[test]
+    fn the_advice_document() {
+        use crate::render::advice::{AdviceDoc, Current, ModelAdvice, ProfileAdvice, markdown};
+        let (model, hw, set, report) = small_report();
+        let s = ServerSettings::from_args(&args("-fa on -c 32768 -ot exps=CPU")).unwrap();
+        let assessed = crate::plan::assess(
+            &model,
+            &s,
+            &hw,
+            &PlanOptions {
+                compute: ComputeReserve::Given(vec![Bytes::from_mib(300), Bytes::from_mib(250)]),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        let lines = |p: &crate::plan::Plan| vec![format!("EXTRA_ARGS=-fa on {}", p.placement_args.join(" "))];
+        let doc = AdviceDoc {
+            date: "2026-11-22".into(),
+            llama_build: 11434,
+            machine: report.machine.clone(),
+            host_ram: hw.host_ram,
+            host_bandwidth_gbs: hw.host_bandwidth_gbs,
+            models: vec![ModelAdvice {
+                title: "Small".into(),
+                model_path: "small.gguf".into(),
+                facts: vec!["`qwen3next`, 4 layers".into()],
+                error: None,
+                profiles: vec![
+                    ProfileAdvice {
+                        id: "small".into(),
+                        name: Some("Small model".into()),
+                        current_lines: vec!["EXTRA_ARGS=-fa on -ot exps=CPU".into()],
+                        settings: "32,768 tokens".into(),
+                        current: Current::from_assessment(&model, &assessed),
+                        plans: Ok(report.clone()),
+                        suggestions: [lines(&set.aggressive), lines(&set.moderate)],
+                        give_up: Vec::new(),
+                    },
+                    ProfileAdvice {
+                        id: "huge".into(),
+                        name: None,
+                        current_lines: vec!["CTX_SIZE=262144".into()],
+                        settings: "262,144 tokens".into(),
+                        current: Current::Unknown("no GPU holds its dense parts".into()),
+                        plans: Err(
+                            "CUDA0 with its margin needs 9 GiB but 3 GiB is available: 6 GiB short".into()
+                        ),
+                        suggestions: [Vec::new(), Vec::new()],
+                        give_up: vec![ContextStep {
+                            n_ctx: 131_072,
+                            fits: true,
+                            decode_tps: Some(12.25),
+                            gpu_expert_layers: Some(0),
+                        }],
+                    },
+                ],
+            }],
+        };
+        let md = markdown(&doc);
+        assert_eq!(md.matches("| Metric | Value |").count(), 4);
+        insta::assert_snapshot!(md);
     }
 }
