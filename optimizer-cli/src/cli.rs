@@ -2,23 +2,15 @@
 //! help (`-h`), the paragraphs after it the long help (`--help`), which names defaults and
 //! environment variables. Nothing here interprets a value: `settings.rs` turns these into core types.
 //!
-//! One grammar for every command (docs/cli.md, STYLE.md): a subcommand, its arguments, and
-//! llama-server's own flags after `--`. The plan command will take a first word that is no
-//! subcommand (a profile or a model file): clap's `#[command(external_subcommand)]` on a
-//! `Plan(Vec<String>)` variant of [`Command`] catches exactly that, and will be added with the
-//! planner.
+//! One grammar for every command (STYLE.md): a subcommand, its arguments, and llama-server's own
+//! flags after `--`. The plan command takes a first word that is no subcommand (a profile or a model
+//! file): clap's `#[command(external_subcommand)]` catches exactly that, and [`Cli::parse_args`]
+//! parses those words again as [`PlanArgs`], so that `splitplan PROFILE --help` shows the plan
+//! command's own help.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
-/// The exit codes, printed at the end of `--help`.
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  done
-  1  it ran, but the answer is no (does not fit, out of memory, a launch failed)
-  2  bad input or usage (a missing or broken model file, an unknown flag, a malformed models.conf)
-  130  confirm was interrupted (Ctrl-C, SIGTERM) and stopped its llama-server";
 
 /// Plan where llama.cpp puts every tensor of a model across GPUs and system RAM
 ///
@@ -26,19 +18,104 @@ Exit codes:
 /// llama.cpp (build 11434) would allocate on each GPU and in system RAM, before a 60 GB model is
 /// loaded.
 ///
+/// The plan command is the first word that is no subcommand: a profile of models.conf or a model
+/// file. It prints two placements (aggressive: the --fit-target margins; moderate: a further safety
+/// margin) with the memory per GPU, the predicted speed, the flags and the llama-server command,
+/// beside what llama.cpp's own --fit would do. `splitplan PROFILE --help` lists its options.
+///
 /// Data goes to stdout; notes, warnings and errors go to stderr. Colour is used on a terminal only,
 /// never when NO_COLOR is set.
 #[derive(Debug, Parser)]
-#[command(name = "splitplan", version, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(
+    name = "splitplan",
+    version,
+    override_usage = "splitplan <PROFILE|MODEL> [OPTIONS] [-- <LLAMA_SERVER_FLAGS>...]\n       splitplan <COMMAND>",
+    after_help = TOP_AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Examples and exit codes, at the end of `splitplan --help`.
+const TOP_AFTER_HELP: &str = "\
+Examples:
+  splitplan qwen3-coder-ud-q5                      plan a profile of ./models.conf on the GPUs found
+  splitplan qwen3-coder-ud-q5 --ctx max            the largest context that fits
+  splitplan model.gguf --gpu 4090,5070ti:2500 -- -c 131072 -ub 512
+                                                   a model file on a described pair of GPUs
+  splitplan advise                                 advice_test_plan.md for every profile
+  splitplan apply qwen3-coder-ud-q5 --plan moderate
+                                                   write the moderate plan into the profile
+  splitplan confirm qwen3-coder-ud-q5              prove it with real launches
+
+Exit codes:
+  0  done
+  1  it ran, but the answer is no (does not fit, out of memory, a launch failed)
+  2  bad input or usage (a missing or broken model file, an unknown flag, a malformed models.conf)
+  130  confirm was interrupted (Ctrl-C, SIGTERM) and stopped its llama-server";
+
+/// Examples and exit codes, at the end of the plan command's `--help`.
+const PLAN_AFTER_HELP: &str = "\
+Examples:
+  splitplan qwen3-coder-ud-q5
+  splitplan qwen3-coder-ud-q5 --ctx 262144 --free 23557,14477
+  splitplan qwen3-coder-ud-q5 --ctx max --json
+  splitplan model.gguf --gpu 4090,5070ti:2500 --ram 64G -- -c 131072 -ub 512 -ctk q8_0 -ctv q8_0
+  splitplan qwen3-coder-ud-q5 -- -ngl 99 -ot 'blk\\.0\\.=CUDA0'   (pinned: kept in both plans)
+
+Exit codes:
+  0  both plans fit
+  1  nothing fits (the message says what is short and by how much)
+  2  bad input or usage (unknown profile, missing model file, conflicting pins, an unknown flag)";
+
+impl Cli {
+    /// Parses the process's arguments, the plan command's included.
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        let mut cli = Cli::try_parse()?;
+        if let Command::External(words) = &cli.command {
+            let args = PlanArgs::try_parse_from(
+                std::iter::once("splitplan".to_owned()).chain(words.iter().cloned()),
+            )?;
+            cli.command = Command::Plan(Box::new(args));
+        }
+        Ok(cli)
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The plan command's words (a first word that is no subcommand), before they are parsed.
+    #[command(external_subcommand)]
+    External(Vec<String>),
+
+    /// The plan command, parsed.
+    #[command(skip)]
+    Plan(Box<PlanArgs>),
+
+    /// Write advice_test_plan.md: both plans of every profile, with tables for test results
+    ///
+    /// For each profile named (all active profiles of models.conf when none is): the profile's
+    /// current lines, the model's architecture, what each GPU holds at the profile's context with a
+    /// bar per GPU, Suggestion A (aggressive) and Suggestion B (moderate) as exact models.conf
+    /// lines with the expected VRAM per GPU, graph splits and speed, what llama.cpp's --fit would
+    /// do, and empty test-result tables that `splitplan confirm` fills in the same shape. Profiles
+    /// are grouped by model. The file goes beside models.conf unless --out; an existing one is kept
+    /// as .bak.
+    Advise(AdviseArgs),
+
+    /// Write a plan into a profile of models.conf
+    ///
+    /// Plans the profile as the plan command does and rewrites only that profile's lines: the
+    /// placement flags in EXTRA_ARGS (-ot, -ts, -ngl, --n-cpu-moe, --fit*, -sm, -mg) and the FIT,
+    /// N_GPU_LAYERS and CTX_SIZE keys (a missing key goes after the profile's last key line).
+    /// Every other byte of the file stays as it was. The file is replaced through a temporary file
+    /// and a rename; the previous one is kept as models.conf.bak. Prints the lines that changed.
+    Apply(ApplyArgs),
+
     /// Show what a model file holds that matters for memory
     ///
     /// Reads the GGUF header of MODEL and every other shard of a split model, never the weights, so
@@ -129,8 +206,7 @@ pub struct MemoryArgs {
 
     /// The context in tokens: -c N after the other llama-server flags
     ///
-    /// The same as -c N after --. `max` (the largest context that fits) needs the planner, which
-    /// is not in this build.
+    /// The same as -c N after --. (`max`, the largest context that fits, is the plan command's.)
     #[arg(long, value_name = "N|max")]
     pub ctx: Option<String>,
 
@@ -188,10 +264,17 @@ pub struct ConfirmArgs {
 
     /// The ladder of candidate placements, as JSON (schema: docs/json.md, "ladder")
     ///
-    /// [default: the profile's own placement, then its context stepped down to 196,608 and
-    /// 131,072 tokens when it is larger]
+    /// [default: the planner's: the aggressive plan, then plans with fewer expert tensors on the
+    /// GPUs down to the moderate plan and beyond, then the last of them at 196,608 and 131,072
+    /// tokens when the context is larger. When the model cannot be planned (no GPU found or
+    /// described, a model file that is not a GGUF), the profile's own placement and those context
+    /// steps.]
     #[arg(long, value_name = "FILE")]
     pub ladder: Option<PathBuf>,
+
+    /// How the GPUs are given, for the planner's ladder (see `splitplan gpus --help`).
+    #[command(flatten)]
+    pub devices: DeviceArgs,
 
     /// The share of the context the worst-case prompt fills, from 0 to 1 [default: 0.25]
     #[arg(long, value_name = "SHARE", default_value_t = 0.25)]
@@ -241,6 +324,147 @@ pub struct ConfirmArgs {
     pub quiet: bool,
 }
 
+/// The plan command: `splitplan PROFILE|MODEL [OPTIONS] [-- FLAGS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "splitplan",
+    about = "Plan where llama.cpp puts every tensor: an aggressive and a moderate placement",
+    long_about = "Plan where llama.cpp puts every tensor: an aggressive and a moderate placement\n\n\
+        Prints, for each plan, the memory per GPU (weights, KV cache, recurrent state, compute \
+        buffers, llama.cpp's overhead beyond its own breakdown, the margin, what is left) with a bar \
+        per GPU, the predicted decode and prompt speed, the graph splits, the placement flags \
+        (-ngl, -ts, -ot, --fit off) and the full llama-server command; then what llama.cpp's own \
+        --fit would choose for the same settings, with its speed and memory; then notes: what was \
+        pinned, and what a smaller context buys.\n\n\
+        The aggressive plan keeps the --margin (default: the profile's --fit-target, 128,1024) free \
+        on each GPU after the first long request; the moderate plan keeps --moderate-extra more.\n\n\
+        PROFILE is a section of models.conf: its llama-server flags are the starting point, and its \
+        placement flags are replaced. Flags after -- are pinned: a -ngl, -ts, -ot or --n-cpu-moe \
+        given there is kept in both plans, and the rest is planned around it.",
+    override_usage = "splitplan <PROFILE|MODEL> [OPTIONS] [-- <LLAMA_SERVER_FLAGS>...]",
+    after_help = PLAN_AFTER_HELP,
+    max_term_width = 100
+)]
+pub struct PlanArgs {
+    /// What to plan.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// The margins of the aggressive plan per GPU, MiB (one value for all, or one per GPU)
+    ///
+    /// What each GPU keeps free after the first long request, on top of llama.cpp's own overhead
+    /// beyond its breakdown. [default: the settings' --fit-target, which for a profile is its
+    /// FIT_TARGET, else 128,1024]
+    #[arg(long, value_name = "MiB,…")]
+    pub margin: Option<String>,
+
+    /// What the moderate plan keeps free on every GPU beyond the aggressive margins
+    #[arg(long, value_name = "MiB", default_value = "1024")]
+    pub moderate_extra: String,
+
+    /// How the GPUs are given.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+
+    /// Print JSON instead of tables (schema: docs/json.md, "plan")
+    #[arg(long)]
+    pub json: bool,
+
+    /// llama-server flags, after --, spelled as llama-server spells them; placement flags are pinned
+    #[arg(last = true, value_name = "LLAMA_SERVER_FLAGS", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+}
+
+/// The model, its context and where profiles come from: shared by the plan command and `apply`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// A profile of models.conf, or a .gguf file (any shard of a split model)
+    #[arg(value_name = "PROFILE|MODEL")]
+    pub target: String,
+
+    /// The context in tokens, or max: the largest context whose dense parts and KV cache fit on
+    /// the GPUs with the moderate margins
+    #[arg(long, value_name = "N|max")]
+    pub ctx: Option<String>,
+
+    /// The models.conf that PROFILE is read from [default: ./models.conf]
+    #[arg(long, env = "SPLITPLAN_MODELS_CONF", value_name = "FILE")]
+    pub models_conf: Option<PathBuf>,
+
+    /// The folder profiles' MODEL paths are relative to [default: models/ beside models.conf]
+    #[arg(long, env = "MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+}
+
+/// `splitplan advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// The profiles to advise on [default: every active profile of models.conf]
+    #[arg(value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+
+    /// Where to write [default: advice_test_plan.md beside models.conf]; - for stdout
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// The models.conf to read [default: ./models.conf]
+    #[arg(long, env = "SPLITPLAN_MODELS_CONF", value_name = "FILE")]
+    pub models_conf: Option<PathBuf>,
+
+    /// The folder profiles' MODEL paths are relative to [default: models/ beside models.conf]
+    #[arg(long, env = "MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// The margins of the aggressive plans per GPU, MiB [default: each profile's --fit-target]
+    #[arg(long, value_name = "MiB,…")]
+    pub margin: Option<String>,
+
+    /// What the moderate plans keep free on every GPU beyond the aggressive margins
+    #[arg(long, value_name = "MiB", default_value = "1024")]
+    pub moderate_extra: String,
+
+    /// How the GPUs are given.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+}
+
+/// `splitplan apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The profile, and its context.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Which plan to write
+    #[arg(long, value_enum, value_name = "PLAN")]
+    pub plan: PlanChoice,
+
+    /// The margins of the aggressive plan per GPU, MiB [default: the profile's --fit-target]
+    #[arg(long, value_name = "MiB,…")]
+    pub margin: Option<String>,
+
+    /// What the moderate plan keeps free on every GPU beyond the aggressive margins
+    #[arg(long, value_name = "MiB", default_value = "1024")]
+    pub moderate_extra: String,
+
+    /// How the GPUs are given.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+
+    /// Show the changed lines, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanChoice {
+    /// The --fit-target margins.
+    Aggressive,
+    /// A further safety margin.
+    Moderate,
+}
+
 /// How the GPUs a plan is for are given: shared by every command that needs them.
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
@@ -279,6 +503,11 @@ pub struct DeviceArgs {
     /// Do not read the GPUs through NVML
     #[arg(long)]
     pub no_nvml: bool,
+
+    /// System RAM of the machine planned for (64G, 65536 MiB) [default: the config's host_ram,
+    /// else this machine's]
+    #[arg(long, value_name = "SIZE")]
+    pub ram: Option<String>,
 }
 
 #[cfg(test)]

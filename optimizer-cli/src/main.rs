@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod devices;
+mod files;
 mod launch;
 mod printer;
 mod settings;
@@ -14,14 +15,12 @@ mod settings;
 use std::io::{self, Write as _};
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 use crate::commands::Outcome;
 use crate::printer::Printer;
 
 fn main() -> ExitCode {
     let printer = Printer::from_env();
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with 0; usage errors to stderr with 2.

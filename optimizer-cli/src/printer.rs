@@ -1,7 +1,8 @@
 //! The one way `splitplan` writes: data to stdout, everything else (notes, warnings, errors, their
 //! hints) to stderr. Colour marks the `error:`, `warning:`, `note:` and `hint:` prefixes on stderr,
 //! and only on a terminal that is not `TERM=dumb`, never with `NO_COLOR` set (no-color.org);
-//! `CLICOLOR_FORCE` asks for it when stderr is not a terminal. Data is never coloured.
+//! `CLICOLOR_FORCE` asks for it when stderr is not a terminal. Data is plain, except the plan's bars,
+//! which are painted by the same rules applied to stdout.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -9,6 +10,7 @@ use std::io::{self, IsTerminal, Write};
 #[derive(Debug)]
 pub struct Printer {
     colour: bool,
+    stdout_colour: bool,
 }
 
 /// A kind of message on stderr.
@@ -26,18 +28,30 @@ impl Printer {
     /// A printer for this process: colour decided from stderr and the environment.
     pub fn from_env() -> Printer {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let colour = if var("NO_COLOR").is_some() {
-            false
-        } else if var("CLICOLOR_FORCE").is_some_and(|v| v != "0") {
-            true
-        } else {
-            io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+        let wants = |terminal: bool| {
+            if var("NO_COLOR").is_some() {
+                false
+            } else if var("CLICOLOR_FORCE").is_some_and(|v| v != "0") {
+                true
+            } else {
+                terminal && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+            }
         };
-        Printer { colour }
+        Printer {
+            colour: wants(io::stderr().is_terminal()),
+            stdout_colour: wants(io::stdout().is_terminal()),
+        }
+    }
+
+    /// Whether data may be painted: stdout is a terminal that wants colour (the same rules as for
+    /// stderr). Renderers that can paint (the plan's bars) are asked to; their plain characters
+    /// read the same without.
+    pub fn stdout_colour(&self) -> bool {
+        self.stdout_colour
     }
 
     /// Writes data to stdout as it is.
-    #[allow(clippy::unused_self)] // data is never coloured; the method keeps all output on the printer
+    #[allow(clippy::unused_self)] // the method keeps all output on the printer
     pub fn data(&self, text: &str) -> io::Result<()> {
         let mut out = io::stdout().lock();
         out.write_all(text.as_bytes())?;
@@ -49,7 +63,14 @@ impl Printer {
     /// is nowhere left to report them.
     pub fn message(&self, level: Level, text: &str) {
         let mut s = String::new();
-        self.format_message(&mut s, level, text, &mut Vec::new());
+        let mut hints = Vec::new();
+        self.format_message(&mut s, level, text, &mut hints);
+        for h in hints {
+            s.push_str(&self.paint("hint:", "36"));
+            s.push(' ');
+            s.push_str(&h);
+            s.push('\n');
+        }
         let _ = io::stderr().lock().write_all(s.as_bytes());
     }
 
@@ -135,7 +156,7 @@ mod tests {
 
     #[test]
     fn error_chain_collects_hints_at_the_end() {
-        let p = Printer { colour: false };
+        let p = Printer { colour: false, stdout_colour: false };
         let s = p.error_chain(&[
             "could not read models.conf 'x'\nhint: give --models-conf".to_owned(),
             "no such file\nsecond line".to_owned(),
@@ -144,13 +165,13 @@ mod tests {
             s,
             "error: could not read models.conf 'x'\n  caused by: no such file\n    second line\nhint: give --models-conf\n"
         );
-        let c = Printer { colour: true }.error_chain(&["bad\nhint: fix".to_owned()]);
+        let c = Printer { colour: true, stdout_colour: false }.error_chain(&["bad\nhint: fix".to_owned()]);
         assert_eq!(c, "\x1b[1;31merror:\x1b[0m bad\n\x1b[36mhint:\x1b[0m fix\n");
     }
 
     #[test]
     fn multi_line_messages_indent() {
-        let p = Printer { colour: false };
+        let p = Printer { colour: false, stdout_colour: false };
         let mut s = String::new();
         p.format_message(&mut s, Level::Warning, "one\ntwo\nhint: three", &mut Vec::new());
         assert_eq!(s, "warning: one\n  two\nhint: three\n");

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow};
 use optimizer_core::memory::GpuAtLoad;
 use optimizer_core::plan::devices::{self, DeviceOrder, Hardware};
+use optimizer_core::plan::{ContextRequest, Pins, PlanOptions};
 use optimizer_core::profile;
 use optimizer_core::render::gpus::DeviceSource;
-use optimizer_core::settings::{self, Note, ServerSettings};
+use optimizer_core::settings::{self, GpuLayers, Note, ServerSettings};
 use optimizer_core::units::Bytes;
 
 use crate::cli::DeviceArgs;
@@ -39,6 +40,12 @@ pub fn machine(args: &DeviceArgs) -> Result<Machine> {
         .map(|s| Bytes::parse_mib_default(s).with_context(|| "invalid value for --cuda-context".to_owned()))
         .transpose()?;
     let mut m = described(args, cuda_context)?;
+    if let Some(ram) = &args.ram {
+        m.hardware.host_ram = Some(
+            Bytes::parse_mib_default(ram)
+                .with_context(|| format!("invalid value '{ram}' for --ram, expected a size such as 64G"))?,
+        );
+    }
     if m.hardware.host_ram.is_none() {
         m.hardware.host_ram = machine::host_ram();
     }
@@ -138,33 +145,117 @@ pub(crate) fn default_config() -> Option<PathBuf> {
     Some(base.join("splitplan").join("config.toml"))
 }
 
-/// What `memory` (and later the plan command) works on: a model file and llama-server settings.
+/// What `memory`, the plan command and `apply` work on: a model file and llama-server settings.
 #[derive(Debug)]
 pub struct Target {
     /// The model file to read (the first shard of a split model, or any shard).
     pub model: PathBuf,
     /// The models.conf profile it came from.
-    pub profile: Option<String>,
-    /// The llama-server settings.
+    pub profile: Option<ProfileSource>,
+    /// The llama-server settings: the profile's flags, then the user's.
     pub settings: ServerSettings,
+    /// The placement flags the user gave (after `--`, or all of a model file's flags): every plan
+    /// keeps them.
+    pub pins: Pins,
+    /// `--ctx max` asks for the largest context.
+    pub context: ContextRequest,
     /// What the settings parser found worth saying.
     pub notes: Vec<Note>,
 }
 
+/// The models.conf a profile was read from.
+#[derive(Debug)]
+pub struct ProfileSource {
+    /// The profile id.
+    pub id: String,
+    /// The file.
+    pub conf_path: PathBuf,
+    /// Its text when read.
+    pub conf_text: String,
+}
+
+impl Target {
+    /// The settings the planner starts from: the profile's `-ngl`, `-ts` and `-ot` replaced by
+    /// the pins, so that llama.cpp's `--fit` is emulated as it would run on this profile with only
+    /// what the user pinned. `-sm none -mg N` stay: they say which GPUs llama.cpp may use.
+    pub fn plan_settings(&self) -> ServerSettings {
+        let mut s = self.settings.clone();
+        s.n_gpu_layers = self.pins.n_gpu_layers.unwrap_or(GpuLayers::Auto);
+        s.tensor_split = self.pins.tensor_split.clone().unwrap_or_default();
+        s.overrides.clone_from(&self.pins.overrides);
+        s
+    }
+}
+
+/// Where models.conf is: `--models-conf`/`SPLITPLAN_MODELS_CONF`, else `./models.conf`.
+pub fn models_conf_path(models_conf: Option<&Path>) -> PathBuf {
+    models_conf.map_or_else(|| PathBuf::from("models.conf"), Path::to_owned)
+}
+
+/// The models folder: `--models-dir`/`MODELS_DIR`, else `models/` beside models.conf.
+pub fn models_dir(conf_path: &Path, models_dir: Option<&Path>) -> PathBuf {
+    models_dir.map_or_else(|| conf_path.parent().unwrap_or(Path::new("")).join("models"), Path::to_owned)
+}
+
+/// Reads and parses models.conf.
+pub fn read_models_conf(conf_path: &Path) -> Result<(String, profile::ModelsConf)> {
+    let text = std::fs::read_to_string(conf_path).with_context(|| {
+        format!(
+            "could not read models.conf at '{}'\nhint: name it with --models-conf or SPLITPLAN_MODELS_CONF",
+            conf_path.display()
+        )
+    })?;
+    let conf = profile::parse(&text).map_err(|e| anyhow!("{}: {e}", conf_path.display()))?;
+    Ok((text, conf))
+}
+
+/// The subcommands, for a hint when a first word meant as one names no profile.
+const SUBCOMMANDS: [&str; 6] = ["inspect", "gpus", "memory", "advise", "apply", "confirm"];
+
+/// `hint: did you mean …` when `word` is a subcommand misspelt.
+fn subcommand_hint(word: &str) -> String {
+    SUBCOMMANDS
+        .iter()
+        .find(|c| edit_distance(word, c) <= 2)
+        .map_or_else(String::new, |c| format!("\nhint: the subcommand is `splitplan {c}`"))
+}
+
+/// Levenshtein distance, for short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// Resolves `TARGET`, `--ctx`, the models.conf options and the llama-server flags after `--` into
 /// a model file and settings. A TARGET that ends in `.gguf`, holds a `/`, or is an existing file is a
-/// model file; anything else names a profile.
+/// model file; anything else names a profile, whose model file must exist (the error says where it
+/// was looked for).
 pub fn target(
     target: &str,
     ctx: Option<&str>,
     models_conf: Option<&Path>,
-    models_dir: Option<&Path>,
+    models_dir_arg: Option<&Path>,
     server_args: &[String],
 ) -> Result<Target> {
     let mut extra: Vec<String> = server_args.to_vec();
-    if let Some(ctx) = ctx {
-        extra.extend(["-c".to_owned(), ctx_tokens(ctx)?.to_string()]);
-    }
+    let context = match ctx {
+        Some("max") => ContextRequest::Max,
+        Some(ctx) => {
+            extra.extend(["-c".to_owned(), ctx_tokens(ctx)?.to_string()]);
+            ContextRequest::AsGiven
+        }
+        None => ContextRequest::AsGiven,
+    };
     // Flags appended here override the profile's or the user's own on purpose: that they repeat
     // an earlier flag is no news.
     let appended: Vec<String> = extra.iter().filter(|w| w.starts_with('-')).cloned().collect();
@@ -179,50 +270,112 @@ pub fn target(
             std::env::vars().filter(|(k, _)| k.starts_with("LLAMA_ARG_")).collect();
         let parsed = settings::parse(&extra, &env).context("invalid llama-server flags after --")?;
         let notes = parsed.notes.into_iter().filter(keep).collect();
-        return Ok(Target { model: PathBuf::from(target), profile: None, settings: parsed.settings, notes });
+        // A missing file is reported by the reader, with the path.
+        let model = PathBuf::from(target);
+        let pins = Pins::from_settings(&parsed.settings);
+        return Ok(Target { model, profile: None, settings: parsed.settings, pins, context, notes });
     }
 
-    let conf_path = models_conf.map_or_else(|| PathBuf::from("models.conf"), Path::to_owned);
+    let conf_path = models_conf_path(models_conf);
     let text = match std::fs::read_to_string(&conf_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(anyhow!(
                 "'{target}' is no .gguf file, so it names a profile of models.conf, but {} does not exist\n\
-                 hint: give the models.conf with --models-conf or SPLITPLAN_MODELS_CONF, or the path of a .gguf file",
-                conf_path.display()
+                 hint: give the models.conf with --models-conf or SPLITPLAN_MODELS_CONF, or the path of a .gguf file{}",
+                conf_path.display(),
+                subcommand_hint(target)
             ));
         }
         Err(e) => return Err(e).with_context(|| format!("could not read {}", conf_path.display())),
     };
     let in_conf = |e: optimizer_core::profile::ProfileError| anyhow!("{}: {e}", conf_path.display());
     let conf = profile::parse(&text).map_err(in_conf)?;
-    let p = conf.find(target).map_err(in_conf)?;
+    let p =
+        conf.find(target).map_err(|e| anyhow!("{}: {e}{}", conf_path.display(), subcommand_hint(target)))?;
     // The profile on its own first, so that its own mistakes are reported with their line.
     p.server_settings().map_err(in_conf)?;
+    let explicit =
+        settings::parse(&extra, &[] as &[(&str, &str)]).context("invalid llama-server flags after --")?;
     let mut args = p.server_args();
     args.extend(extra);
     // The container passes no LLAMA_ARG_* variables to llama-server.
     let parsed = settings::parse(&args, &[] as &[(&str, &str)])
         .context(format!("invalid llama-server flags after -- for profile [{}]", p.id))?;
-    let dir =
-        models_dir.map_or_else(|| conf_path.parent().unwrap_or(Path::new("")).join("models"), Path::to_owned);
+    let dir = models_dir(&conf_path, models_dir_arg);
+    let model = dir.join(p.model_path());
+    if !model.is_file() {
+        let from = if models_dir_arg.is_some() {
+            "--models-dir or MODELS_DIR"
+        } else {
+            "the default: models/ beside models.conf"
+        };
+        return Err(anyhow!(
+            "model file not found: '{}'\n\
+             profile [{}] of {} has MODEL={}, looked for under the models folder '{}' ({from})\n\
+             hint: name the models folder with --models-dir or MODELS_DIR",
+            model.display(),
+            p.id,
+            conf_path.display(),
+            p.model_path(),
+            dir.display()
+        ));
+    }
     Ok(Target {
-        model: dir.join(p.model_path()),
-        profile: Some(p.id.clone()),
+        model,
+        profile: Some(ProfileSource {
+            id: p.id.clone(),
+            conf_path: conf_path.clone(),
+            conf_text: text.clone(),
+        }),
         settings: parsed.settings,
+        pins: Pins::from_settings(&explicit.settings),
+        context,
         notes: parsed.notes.into_iter().filter(keep).collect(),
     })
 }
 
-/// `--ctx N`; `max` is the planner's.
+/// `--ctx N`.
 fn ctx_tokens(ctx: &str) -> Result<u32> {
-    if ctx == "max" {
-        return Err(anyhow!(
-            "--ctx max needs the planner, which is not in this build\nhint: give the context in tokens, e.g. --ctx 131072"
-        ));
-    }
     ctx.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
         anyhow!("invalid value '{ctx}' for --ctx, expected a number of tokens (e.g. 131072) or max")
+    })
+}
+
+/// `--margin a,b`: MiB per GPU, one value for all GPUs or one each, for `n_gpus` GPUs.
+pub fn margins(spec: Option<&str>, n_gpus: usize) -> Result<Option<Vec<Bytes>>> {
+    let Some(spec) = spec else { return Ok(None) };
+    let values = spec
+        .split(',')
+        .map(|v| Bytes::parse_mib_default(v.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+        format!("invalid value '{spec}' for --margin: expected MiB per GPU, e.g. 128,1024")
+    })?;
+    match values.len() {
+        1 => Ok(Some(vec![values[0]; n_gpus])),
+        n if n == n_gpus => Ok(Some(values)),
+        n => Err(anyhow!(
+            "invalid value '{spec}' for --margin: {n} margins for {n_gpus} GPU(s)\nhint: give one margin for all GPUs or one per GPU"
+        )),
+    }
+}
+
+/// The planner's options from the command line.
+pub fn plan_options(
+    target: &Target,
+    margin: Option<&str>,
+    moderate_extra: &str,
+    hardware: &Hardware,
+) -> Result<PlanOptions> {
+    let moderate_extra = Bytes::parse_mib_default(moderate_extra.trim())
+        .with_context(|| format!("invalid value '{moderate_extra}' for --moderate-extra, expected MiB"))?;
+    Ok(PlanOptions {
+        margins: margins(margin, hardware.gpus.len())?,
+        moderate_extra,
+        context: target.context,
+        pins: target.pins.clone(),
+        ..PlanOptions::default()
     })
 }
 

@@ -263,7 +263,7 @@ fn usage_errors_exit_2() {
     // No command at all: the help, on stderr.
     let bare = splitplan(&[]);
     assert_eq!(bare.code, 2);
-    assert!(bare.stderr.contains("Usage: splitplan <COMMAND>"), "{}", bare.stderr);
+    assert!(bare.stderr.contains("Usage: splitplan <PROFILE|MODEL> [OPTIONS]"), "{}", bare.stderr);
 }
 
 #[test]
@@ -273,6 +273,9 @@ fn help() {
         ("help_inspect", &["inspect", "--help"]),
         ("help_gpus", &["gpus", "--help"]),
         ("help_memory", &["memory", "--help"]),
+        ("help_plan", &["qwen3-coder-ud-q5", "--help"]),
+        ("help_advise", &["advise", "--help"]),
+        ("help_apply", &["apply", "--help"]),
     ] {
         let run = splitplan(args);
         assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
@@ -491,9 +494,7 @@ fn memory_errors() {
             .starts_with("error: models.conf: line 1: profile [qwen]: llama.cpp cannot run this: -sm row")
     );
     let max = splitplan(&["memory", GLM_Q8, "--free", "1,1", "--ctx", "max"]);
-    assert!(
-        fails(&max).starts_with("error: --ctx max needs the planner, which is not in this build\nhint: ")
-    );
+    assert!(fails(&max).starts_with("error: --ctx max is the plan command's"), "{}", max.stderr);
     let missing_model = splitplan_in(dir.path(), &["memory", "gone.gguf", "--free", "1,1"], &[]);
     assert!(fails(&missing_model).starts_with("error: gone.gguf: could not read the file"));
 }

@@ -363,3 +363,59 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     env.assert_no_server_left();
     assert_eq!(env.conf(), CONF);
 }
+
+/// A profile of a real (header-only) model on described GPUs: the planner's ladder, the aggressive
+/// plan launched first; when the fake server's hidden model is 6% heavier than splitplan's, the
+/// aggressive plan runs out of memory and the search steps back along the planner's rungs.
+#[test]
+fn the_ladder_comes_from_the_planner() {
+    let env = Env::new();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").display().to_string();
+    std::fs::write(
+        env.dir.path().join("planned.conf"),
+        "[q5]\nMODEL=Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf\n\
+         CTX_SIZE=262144\nEXTRA_ARGS=-np 1 -b 2048 -ub 512\n",
+    )
+    .unwrap();
+    let args = [
+        "q5",
+        "--models-conf",
+        "planned.conf",
+        "--models-dir",
+        &models,
+        "--free",
+        "24080,15000",
+        "--ram",
+        "64G",
+        "--json",
+    ];
+    let fits = env.run(&args);
+    let stderr = text(&fits.stderr);
+    assert_eq!(fits.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("note: the planner's ladder: "), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&fits.stdout).unwrap();
+    let rungs = v["ladder"]["rungs"].as_array().unwrap();
+    assert!(rungs.len() >= 4, "{rungs:?}");
+    assert!(rungs[0]["label"].as_str().unwrap().starts_with("aggressive: "));
+    assert!(v["ladder"]["moderate"].as_u64().is_some());
+    let contexts: Vec<u64> = rungs.iter().filter_map(|r| r["ctx_size"].as_u64()).collect();
+    assert_eq!(contexts, [196_608, 131_072]);
+    // The first launch is the aggressive plan's placement.
+    let launches = v["launches"].as_array().unwrap();
+    let command: Vec<&str> =
+        launches[0]["command"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    let placement: Vec<&str> =
+        rungs[0]["placement"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert!(command.windows(placement.len()).any(|w| w == placement), "{command:?}");
+    assert_eq!(v["verdict"]["rung"], 0);
+
+    let heavier = env.set("FAKE_LLAMA_FACTOR", "1.06");
+    let stepped = heavier.run(&args);
+    let stderr = text(&stepped.stderr);
+    assert_eq!(stepped.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&stepped.stdout).unwrap();
+    assert_eq!(v["launches"][0]["rung"], 0);
+    assert_eq!(v["launches"][0]["result"]["result"], "out_of_memory");
+    let proven = usize::try_from(v["verdict"]["rung"].as_u64().unwrap()).unwrap();
+    assert!(proven > 0 && v["ladder"]["rungs"][proven]["ctx_size"].is_null(), "{v}");
+}

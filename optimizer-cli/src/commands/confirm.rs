@@ -18,8 +18,9 @@ use optimizer_core::bisect::{Search, Verdict};
 use optimizer_core::confirm::{
     BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, Ladder, MeasuredDevice,
     Measurement, ModelIdentity, Rung, TestResult, calibration, classify, compare, measure,
-    parse_version_output, render_results_table,
+    parse_version_output, planned_ladder, render_results_table,
 };
+use optimizer_core::plan::PlanOptions;
 use optimizer_core::profile::{self, ProfileChanges};
 use optimizer_core::settings::{CtxSize, ServerSettings};
 use optimizer_core::units::Bytes;
@@ -34,13 +35,15 @@ use crate::launch::{
     Interrupted, LaunchReport, LaunchSpec, Launcher, Program, RequestPlan, load_timeout_for,
 };
 use crate::printer::{Level, Printer};
+use crate::settings;
 
 /// The margins when neither `--margin` nor the profile's `--fit-target` gives one: the user's
 /// docker-compose default (BRIEF.md): 128 MiB on the dedicated GPU, 1 GiB on the display GPU.
 const DEFAULT_MARGINS_MIB: [u64; 2] = [128, 1024];
 
-/// The context steps of the default ladder, in the user's order (BRIEF.md: 256K → 192K → 128K).
-const CONTEXT_STEPS: [u32; 2] = [196_608, 131_072];
+/// The context steps of the ladder without a planner: the planner's, in the user's order
+/// (BRIEF.md: 256K → 192K → 128K).
+const CONTEXT_STEPS: [u32; 2] = optimizer_core::confirm::LADDER_CONTEXTS;
 
 pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -181,17 +184,6 @@ impl Inputs {
             _ => {}
         }
 
-        let ladder = match &args.ladder {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("could not read the ladder '{}'", path.display()))?;
-                let ladder: Ladder = serde_json::from_str(&text)
-                    .with_context(|| format!("invalid ladder '{}'", path.display()))?;
-                ladder.check().with_context(|| format!("invalid ladder '{}'", path.display()))?;
-                ladder
-            }
-            None => default_ladder(&settings),
-        };
         let margins = match &args.margin {
             Some(m) => m
                 .split(',')
@@ -202,6 +194,33 @@ impl Inputs {
                 })?,
             None if !settings.fit_target.per_device.is_empty() => settings.fit_target.per_device.clone(),
             None => DEFAULT_MARGINS_MIB.iter().map(|&m| Bytes::from_mib(m)).collect(),
+        };
+        let ladder = match &args.ladder {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("could not read the ladder '{}'", path.display()))?;
+                let ladder: Ladder = serde_json::from_str(&text)
+                    .with_context(|| format!("invalid ladder '{}'", path.display()))?;
+                ladder.check().with_context(|| format!("invalid ladder '{}'", path.display()))?;
+                ladder
+            }
+            None => match planner_ladder(args, &margins) {
+                Ok(l) => {
+                    notes.push(format!(
+                        "the planner's ladder: {} rungs, from the aggressive plan ({}) to {}",
+                        l.rungs.len(),
+                        l.rungs[0].label,
+                        l.rungs.last().map_or("", |r| r.label.as_str())
+                    ));
+                    l
+                }
+                Err(e) => {
+                    notes.push(format!(
+                        "no planned ladder ({e:#}): trying the profile's own placement, then smaller contexts"
+                    ));
+                    default_ladder(&settings)
+                }
+            },
         };
         let cache_dir = CalibrationCache::default_dir(|k| std::env::var_os(k));
         let cache = if args.no_cache { None } else { cache_dir.clone().map(CalibrationCache::new) };
@@ -251,8 +270,27 @@ impl Inputs {
     }
 }
 
-/// The default ladder without a planner's: the profile's own placement, then its context stepped
-/// down in the user's order while it is above each step.
+/// The planner's ladder for the target: the same inputs as the plan command, the margins of this
+/// run.
+fn planner_ladder(args: &ConfirmArgs, margins: &[Bytes]) -> Result<Ladder> {
+    let target = settings::target(
+        &args.target,
+        None,
+        args.models_conf.as_deref(),
+        args.models_dir.as_deref(),
+        &args.server_flags,
+    )?;
+    let machine = settings::machine(&args.devices)?;
+    let model = super::plan::read_model(&target)?;
+    let n = machine.hardware.gpus.len();
+    let margins = (0..n).map(|i| margins.get(i).or(margins.last()).copied().unwrap_or(Bytes::ZERO)).collect();
+    let options = PlanOptions { margins: Some(margins), pins: target.pins.clone(), ..PlanOptions::default() };
+    Ok(planned_ladder(&model, &target.plan_settings(), &machine.hardware, &options)?)
+}
+
+/// The ladder without a planner (no GPU found or described, a model that cannot be read): the
+/// profile's own placement, then its context stepped down in the user's order while it is above
+/// each step.
 fn default_ladder(settings: &ServerSettings) -> Ladder {
     let mut ladder = Ladder::single(Vec::new(), "the profile's placement");
     if let CtxSize::Tokens(ctx) = settings.effective_ctx_size() {
@@ -779,7 +817,7 @@ fn apply(inputs: &Inputs, rung: &Rung, printer: &Printer) -> Result<bool> {
     if current != p.text {
         bail!("'{}' changed while confirm ran; not applying\nhint: run confirm again", p.path.display());
     }
-    write_with_backup(&p.path, &new)?;
+    crate::files::write_with_backup(&p.path, &new)?;
     printer.message(
         Level::Note,
         &format!(
@@ -790,30 +828,6 @@ fn apply(inputs: &Inputs, rung: &Rung, printer: &Printer) -> Result<bool> {
         ),
     );
     Ok(true)
-}
-
-/// Replaces `path` with `text` through a temporary file and a rename, keeping the old file as
-/// `path.bak`.
-fn write_with_backup(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.splitplan.tmp"));
-    let bak = dir.join(format!("{name}.bak"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        std::fs::copy(path, &bak)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow!(e).context(format!("could not write '{}'", path.display()))
-    })
 }
 
 #[cfg(test)]
@@ -927,16 +941,5 @@ mod tests {
         assert_eq!(files.len(), 3);
         assert_eq!(files[2], Path::new("/m/Q-UD-Q5_K_XL-00003-of-00003.gguf"));
         assert_eq!(model_files(Path::new("/m/one.gguf")), [Path::new("/m/one.gguf")]);
-    }
-
-    #[test]
-    fn backup_and_atomic_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("models.conf");
-        std::fs::write(&conf, "old\n").unwrap();
-        write_with_backup(&conf, "new\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&conf).unwrap(), "new\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("models.conf.bak")).unwrap(), "old\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

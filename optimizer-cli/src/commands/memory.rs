@@ -1,10 +1,11 @@
 //! `splitplan memory TARGET -- FLAGS`: the predicted memory per device for a model and
 //! llama-server flags, on the GPUs found or described.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use optimizer_core::gguf::{self, ReadOptions};
 use optimizer_core::memory;
 use optimizer_core::model::ModelDescription;
+use optimizer_core::plan::ContextRequest;
 use optimizer_core::render::memory::{self as render, MemoryReport};
 use optimizer_core::units::group_thousands;
 
@@ -21,6 +22,12 @@ pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
         args.models_dir.as_deref(),
         &args.server_args,
     )?;
+    if target.context == ContextRequest::Max {
+        bail!(
+            "--ctx max is the plan command's: memory predicts one configuration\nhint: `splitplan {} --ctx max` finds the largest context that fits",
+            args.target
+        );
+    }
     let machine = settings::machine(&args.devices)?;
     let gguf = gguf::open_model(&target.model, &ReadOptions::default())?;
     let model = ModelDescription::from_gguf(&gguf)?;
@@ -35,8 +42,13 @@ pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
     }
     let prediction = memory::predict(&model, &target.settings, &settings::gpus_at_load(&machine.hardware))?;
     let path = target.model.display().to_string();
-    let report =
-        MemoryReport::new(&prediction, &target.settings, &machine.hardware, &path, target.profile.as_deref());
+    let report = MemoryReport::new(
+        &prediction,
+        &target.settings,
+        &machine.hardware,
+        &path,
+        target.profile.as_ref().map(|p| p.id.as_str()),
+    );
     printer.data(&if args.json { render::json(&report) } else { render::text(&report) })?;
     if report.fits == Some(false) {
         let over: Vec<String> = report

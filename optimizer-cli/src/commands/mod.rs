@@ -1,10 +1,13 @@
 //! One module per subcommand. Each takes its arguments and the printer, writes its data to stdout
 //! and says whether the answer was yes or no; errors go back to `main`.
 
+mod advise;
+mod apply;
 mod confirm;
 mod gpus;
 mod inspect;
 mod memory;
+mod plan;
 
 use anyhow::Result;
 
@@ -25,6 +28,11 @@ pub enum Outcome {
 /// Runs a command.
 pub fn run(command: Command, printer: &Printer) -> Result<Outcome> {
     match command {
+        Command::Plan(args) => plan::run(&args, printer),
+        // `Cli::parse_args` turns these words into `Plan`.
+        Command::External(words) => anyhow::bail!("unexpected command '{}'", words.join(" ")),
+        Command::Advise(args) => advise::run(&args, printer),
+        Command::Apply(args) => apply::run(&args, printer),
         Command::Inspect(args) => inspect::run(&args, printer),
         Command::Gpus(args) => gpus::run(&args, printer),
         Command::Memory(args) => memory::run(&args, printer),
