@@ -159,6 +159,8 @@ pub struct Target {
     pub pins: Pins,
     /// `--ctx max` asks for the largest context.
     pub context: ContextRequest,
+    /// `--ctx N`, when given.
+    pub ctx_tokens: Option<u32>,
     /// What the settings parser found worth saying.
     pub notes: Vec<Note>,
 }
@@ -175,6 +177,15 @@ pub struct ProfileSource {
 }
 
 impl Target {
+    /// The `CTX_SIZE` a plan writes into the profile: the context asked for (`--ctx N`, or what
+    /// `--ctx max` found), none when the profile's own was planned.
+    pub fn ctx_to_write(&self, planned: u32) -> Option<u32> {
+        match self.context {
+            ContextRequest::Max => Some(planned),
+            ContextRequest::AsGiven => self.ctx_tokens,
+        }
+    }
+
     /// The settings the planner starts from: the profile's `-ngl`, `-ts` and `-ot` replaced by
     /// the pins, so that llama.cpp's `--fit` is emulated as it would run on this profile with only
     /// what the user pinned. `-sm none -mg N` stay: they say which GPUs llama.cpp may use.
@@ -248,13 +259,14 @@ pub fn target(
     server_args: &[String],
 ) -> Result<Target> {
     let mut extra: Vec<String> = server_args.to_vec();
-    let context = match ctx {
-        Some("max") => ContextRequest::Max,
+    let (context, tokens) = match ctx {
+        Some("max") => (ContextRequest::Max, None),
         Some(ctx) => {
-            extra.extend(["-c".to_owned(), ctx_tokens(ctx)?.to_string()]);
-            ContextRequest::AsGiven
+            let n = ctx_tokens(ctx)?;
+            extra.extend(["-c".to_owned(), n.to_string()]);
+            (ContextRequest::AsGiven, Some(n))
         }
-        None => ContextRequest::AsGiven,
+        None => (ContextRequest::AsGiven, None),
     };
     // Flags appended here override the profile's or the user's own on purpose: that they repeat
     // an earlier flag is no news.
@@ -273,7 +285,15 @@ pub fn target(
         // A missing file is reported by the reader, with the path.
         let model = PathBuf::from(target);
         let pins = Pins::from_settings(&parsed.settings);
-        return Ok(Target { model, profile: None, settings: parsed.settings, pins, context, notes });
+        return Ok(Target {
+            model,
+            profile: None,
+            settings: parsed.settings,
+            pins,
+            context,
+            ctx_tokens: tokens,
+            notes,
+        });
     }
 
     let conf_path = models_conf_path(models_conf);
@@ -331,6 +351,7 @@ pub fn target(
         settings: parsed.settings,
         pins: Pins::from_settings(&explicit.settings),
         context,
+        ctx_tokens: tokens,
         notes: parsed.notes.into_iter().filter(keep).collect(),
     })
 }

@@ -103,6 +103,10 @@ fn plan_json() {
         }
     }
     assert!(plans[0]["gpu_expert_bytes"].as_u64() >= plans[1]["gpu_expert_bytes"].as_u64());
+    let lines: Vec<&str> =
+        plans[1]["profile_lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines[0], "N_GPU_LAYERS=49");
+    assert!(lines[1].starts_with("EXTRA_ARGS=--jinja -np 1 -b 2048 -ub 512 "), "{lines:?}");
     assert_eq!(v["fit"]["fit_target_bytes"][1], 1024 << 20);
     let steps: Vec<u64> =
         v["context_steps"].as_array().unwrap().iter().map(|c| c["n_ctx"].as_u64().unwrap()).collect();

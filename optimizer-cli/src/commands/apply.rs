@@ -3,7 +3,7 @@
 //! the file is replaced atomically with a `.bak` beside it; the changed lines go to stdout.
 
 use anyhow::{Result, anyhow, bail};
-use optimizer_core::plan::{ContextRequest, PlanError, plan};
+use optimizer_core::plan::{PlanError, plan};
 use optimizer_core::profile;
 use optimizer_core::render::{ProfileForm, line_diff, profile_changes};
 
@@ -51,11 +51,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> Result<Outcome> {
         PlanChoice::Moderate => (&set.moderate, "moderate"),
     };
     // CTX_SIZE changes only when the context was asked for.
-    let ctx = match (target.context, t.ctx.as_deref()) {
-        (ContextRequest::Max, _) => Some(set.n_ctx),
-        (ContextRequest::AsGiven, Some(n)) => n.parse().ok(),
-        (ContextRequest::AsGiven, None) => None,
-    };
+    let ctx = target.ctx_to_write(set.n_ctx);
     let changes = profile_changes(chosen, ProfileForm::Flags, ctx)
         .ok_or_else(|| anyhow!("the {name} plan has no models.conf form"))?;
     let new = profile::rewrite_profile(&source.conf_text, &source.id, &changes)

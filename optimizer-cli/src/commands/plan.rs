@@ -7,16 +7,18 @@ use anyhow::{Context as _, Result, anyhow};
 use optimizer_core::gguf::{self, ReadOptions};
 use optimizer_core::model::ModelDescription;
 use optimizer_core::plan::{
-    ContextRequest, ContextStep, Hardware, PlanError, PlanOptions, PlanSet, context_ladder, plan,
+    ContextRequest, ContextStep, Hardware, Plan, PlanError, PlanOptions, PlanSet, context_ladder, plan,
 };
+use optimizer_core::profile::rewrite_profile;
 use optimizer_core::render::plan::{self as render, PlanReport, ReportInputs, TextStyle};
+use optimizer_core::render::{ProfileForm, changed_lines, profile_changes};
 use optimizer_core::settings::{CtxSize, ServerSettings};
 use optimizer_core::units::group_thousands;
 
 use super::Outcome;
 use crate::cli::PlanArgs;
 use crate::printer::{Level, Printer};
-use crate::settings::{self, Target};
+use crate::settings::{self, ProfileSource, Target};
 
 pub fn run(args: &PlanArgs, printer: &Printer) -> Result<Outcome> {
     let t = &args.target;
@@ -81,7 +83,21 @@ pub fn plan_target(
         pins: &target.pins,
     });
     report.context_steps = steps;
+    if let Some(source) = &target.profile {
+        for (entry, plan) in report.plans.iter_mut().zip([&set.aggressive, &set.moderate]) {
+            entry.profile_lines = profile_lines(source, plan, target.ctx_to_write(set.n_ctx));
+        }
+    }
     Ok((set, report))
+}
+
+/// The lines of the profile that `apply` writes for `plan`, changed ones only (empty when the
+/// rewrite is refused: apply says why).
+fn profile_lines(source: &ProfileSource, plan: &Plan, ctx: Option<u32>) -> Vec<String> {
+    profile_changes(plan, ProfileForm::Flags, ctx)
+        .and_then(|c| rewrite_profile(&source.conf_text, &source.id, &c).ok())
+        .map(|new| changed_lines(&source.conf_text, &new))
+        .unwrap_or_default()
 }
 
 /// The aggressive plan at the contexts of the user's ladder below `n_ctx`.

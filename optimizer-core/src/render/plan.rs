@@ -89,6 +89,10 @@ pub struct PlanEntry {
     pub fit_target_args: Option<Vec<String>>,
     /// `-ngl … -ts … --n-cpu-moe N --fit off` when that expresses the plan exactly.
     pub n_cpu_moe_args: Option<Vec<String>>,
+    /// For a models.conf profile: the lines of the profile that `splitplan apply --plan KIND`
+    /// writes (only those that change), as they will read. Empty for a model file, or when the
+    /// profile already holds the plan.
+    pub profile_lines: Vec<String>,
     /// Speed and graph splits.
     pub speed: SpeedEntry,
     /// Layers whose routed experts are all on GPUs.
@@ -334,6 +338,7 @@ fn plan_entry(model: &ModelDescription, p: &Plan) -> PlanEntry {
         placement_args: p.placement_args.clone(),
         fit_target_args: p.fit_target_form.as_deref().map(fit_target_args),
         n_cpu_moe_args: p.n_cpu_moe_form.clone(),
+        profile_lines: Vec::new(),
         speed: speed_entry(&p.speed, &names),
         gpu_expert_layers: p.gpu_expert_layers,
         gpu_expert_bytes: p.gpu_expert_bytes,
@@ -483,6 +488,9 @@ fn plan_text(s: &mut String, p: &PlanEntry, style: TextStyle, legend: bool) {
     }
     if let Some(a) = &p.fit_target_args {
         let _ = writeln!(s, "  {:<13}{} (llama.cpp's own fitter lands on this plan)", "or", join_words(a));
+    }
+    for (i, line) in p.profile_lines.iter().enumerate() {
+        let _ = writeln!(s, "  {:<13}{line}", if i == 0 { "models.conf" } else { "" });
     }
     let host = &p.host;
     let total = host.total_bytes.map_or_else(|| "unknown".to_owned(), |t| format!("{} MiB", mib(t)));
