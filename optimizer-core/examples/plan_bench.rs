@@ -1,6 +1,9 @@
-//! Times the planner for docs/benchmarks.md: both plans, the `--fit` emulation (with its two
-//! `--fit-target` form checks) and, with `--ctx max`, the context search, for the committed
-//! Qwen3-Coder-Next UD-Q5_K_XL header fixture on the user's two GPUs.
+//! Times the planner for docs/benchmarks.md, for the committed Qwen3-Coder-Next UD-Q5_K_XL header
+//! fixture on the user's two GPUs: one memory prediction of the user's profile flags (a warm
+//! `memory::Predictor`, and a fresh one), both plans with the `--fit` emulation (and its two
+//! `--fit-target` form checks), the same with `--ctx max` (the context search), and what the plan
+//! command computes (both plans, the fit emulation and the aggressive plan at the two smaller
+//! contexts of the user's ladder).
 //!
 //! ```console
 //! $ cargo run --release -p optimizer-core --example plan_bench -- fixtures/models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf 20
@@ -13,8 +16,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use optimizer_core::gguf::{ReadOptions, open_model};
+use optimizer_core::memory::{GpuAtLoad, Predictor};
 use optimizer_core::model::ModelDescription;
-use optimizer_core::plan::{CUDA_CONTEXT_OVERHEAD, ContextRequest, Hardware, PlanOptions, plan};
+use optimizer_core::plan::{
+    CUDA_CONTEXT_OVERHEAD, ContextRequest, Hardware, PlanOptions, context_steps_below, plan,
+};
 use optimizer_core::settings::ServerSettings;
 use optimizer_core::units::Bytes;
 
@@ -53,6 +59,56 @@ fn main() -> ExitCode {
     let Ok(settings) = ServerSettings::from_args(&words.split(' ').collect::<Vec<_>>()) else {
         return ExitCode::FAILURE;
     };
+    // One configuration: the user's hand split of the profile.
+    let profile =
+        format!("{words} -ngl 99 -ot blk\\.([0-9]|1[0-6])\\.=CUDA0,blk\\.(1[7-9]|2[0-4])\\.=CUDA1,exps=CPU");
+    let Ok(hand) = ServerSettings::from_args(&profile.split(' ').collect::<Vec<_>>()) else {
+        return ExitCode::FAILURE;
+    };
+    let gpus: Vec<GpuAtLoad> =
+        (0..hw.gpus.len()).map(|i| GpuAtLoad::new(hw.gpus[i].backend_name(), hw.free_at_load(i))).collect();
+    let mut warm = Predictor::new(&model);
+    let _ = warm.predict(&hand, &gpus);
+    for (label, fresh) in [("predict (warm Predictor)", false), ("predict (fresh Predictor)", true)] {
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            let r =
+                if fresh { Predictor::new(&model).predict(&hand, &gpus) } else { warm.predict(&hand, &gpus) };
+            times.push(t.elapsed());
+            if let Err(e) = r {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        times.sort();
+        println!(
+            "{label}: min {:.3} ms, median {:.3} ms ({} runs)",
+            ms(times[0]),
+            ms(times[times.len() / 2]),
+            times.len()
+        );
+    }
+    // What the plan command computes: both plans and fit, then the smaller contexts.
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let opts = PlanOptions::default();
+        let r = plan(&model, &settings, &hw, &opts)
+            .and_then(|set| context_steps_below(&model, &settings, &hw, &opts, set.n_ctx, 2).map(|_| set));
+        times.push(t.elapsed());
+        if let Err(e) = r {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    times.sort();
+    println!(
+        "plan command (plans, fit, context steps): min {:.1} ms, median {:.1} ms ({} runs)",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        times.len()
+    );
     for context in [ContextRequest::AsGiven, ContextRequest::Max] {
         let opts = PlanOptions { context, ..PlanOptions::default() };
         let mut times: Vec<Duration> = Vec::with_capacity(runs);

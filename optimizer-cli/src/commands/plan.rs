@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, anyhow};
 use optimizer_core::gguf::{self, ReadOptions};
 use optimizer_core::model::ModelDescription;
 use optimizer_core::plan::{
-    ContextRequest, ContextStep, Hardware, Plan, PlanError, PlanOptions, PlanSet, context_ladder, plan,
+    ContextRequest, ContextStep, Hardware, Plan, PlanError, PlanOptions, PlanSet, context_ladder,
+    context_steps_below, plan,
 };
 use optimizer_core::profile::rewrite_profile;
 use optimizer_core::render::plan::{self as render, PlanReport, ReportInputs, TextStyle};
@@ -100,7 +101,7 @@ fn profile_lines(source: &ProfileSource, plan: &Plan, ctx: Option<u32>) -> Vec<S
         .unwrap_or_default()
 }
 
-/// The aggressive plan at the contexts of the user's ladder below `n_ctx`.
+/// The aggressive plan at the next two contexts of the user's ladder below `n_ctx`.
 fn smaller_contexts(
     model: &ModelDescription,
     settings: &ServerSettings,
@@ -108,10 +109,7 @@ fn smaller_contexts(
     options: &PlanOptions,
     n_ctx: u32,
 ) -> Result<Vec<ContextStep>, PlanError> {
-    let mut steps = context_ladder(model, settings, hardware, options, n_ctx)?;
-    steps.retain(|c| c.n_ctx < n_ctx);
-    steps.truncate(2);
-    Ok(steps)
+    context_steps_below(model, settings, hardware, options, n_ctx, 2)
 }
 
 /// Nothing fits (exit 1, with what to give up), or the input was wrong (exit 2).

@@ -106,8 +106,32 @@ pub fn context_ladder(
     options: &PlanOptions,
     from: u32,
 ) -> Result<Vec<ContextStep>, PlanError> {
-    let mut steps = Vec::new();
     let contexts = std::iter::once(from).chain(CONTEXT_LADDER.into_iter().filter(|&c| c < from));
+    steps_at(model, settings, hardware, options, contexts)
+}
+
+/// The aggressive plan at the first `count` contexts of [`CONTEXT_LADDER`] below `from` (not at
+/// `from` itself): what the next steps down buy, for a plan already made at `from`.
+pub fn context_steps_below(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    hardware: &Hardware,
+    options: &PlanOptions,
+    from: u32,
+    count: usize,
+) -> Result<Vec<ContextStep>, PlanError> {
+    let contexts = CONTEXT_LADDER.into_iter().filter(|&c| c < from).take(count);
+    steps_at(model, settings, hardware, options, contexts)
+}
+
+fn steps_at(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    hardware: &Hardware,
+    options: &PlanOptions,
+    contexts: impl Iterator<Item = u32>,
+) -> Result<Vec<ContextStep>, PlanError> {
+    let mut steps = Vec::new();
     let mut opts = options.clone();
     opts.emulate_fit = false;
     for n_ctx in contexts {

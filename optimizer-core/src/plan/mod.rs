@@ -28,7 +28,9 @@ mod search;
 pub(crate) mod testing;
 
 pub use budget::{ComputeReserve, Evaluation, Evaluator, GpuUse, HostUse};
-pub use context::{CONTEXT_LADDER, CTX_STEP, ContextStep, bisect_largest, context_ladder, max_context};
+pub use context::{
+    CONTEXT_LADDER, CTX_STEP, ContextStep, bisect_largest, context_ladder, context_steps_below, max_context,
+};
 pub use devices::{
     CUDA_CONTEXT_OVERHEAD, DetectedGpu, DeviceError, DeviceOrder, Gpu, Hardware, KnownCard, known_card,
     parse_free_list, parse_gpu_list,
