@@ -41,6 +41,9 @@ use crate::settings;
 /// docker-compose default (BRIEF.md): 128 MiB on the dedicated GPU, 1 GiB on the display GPU.
 const DEFAULT_MARGINS_MIB: [u64; 2] = [128, 1024];
 
+/// The most devices llama.cpp's CUDA backend handles (ggml/include/ggml-cuda.h:20, GGML_CUDA_MAX_DEVICES).
+const MAX_DEVICES: usize = 16;
+
 /// The context steps of the ladder without a planner: the planner's, in the user's order
 /// (BRIEF.md: 256K → 192K → 128K).
 const CONTEXT_STEPS: [u32; 2] = optimizer_core::confirm::LADDER_CONTEXTS;
@@ -192,7 +195,11 @@ impl Inputs {
                 .with_context(|| {
                     format!("invalid value '{m}' for --margin: expected MiB per GPU, e.g. 128,1024")
                 })?,
-            None if !settings.fit_target.per_device.is_empty() => settings.fit_target.per_device.clone(),
+            // One margin per device llama.cpp may have: `--fit-target 128,1024` is stored as 128
+            // for CUDA0 and 1024 for every device after it.
+            None if !settings.fit_target.per_device.is_empty() => {
+                (0..MAX_DEVICES).map(|i| settings.fit_target.for_device(i)).collect()
+            }
             None => DEFAULT_MARGINS_MIB.iter().map(|&m| Bytes::from_mib(m)).collect(),
         };
         let ladder = match &args.ladder {
