@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use crate::units::Bytes;
 
 /// The characters of the parts, in the order they are stacked.
-pub const LEGEND: &str = "# weights  = KV cache and recurrent state  + compute  ~ overhead beyond llama.cpp's breakdown  m margin  . free";
+pub const LEGEND: &str = "# weights  = KV cache and recurrent state  + compute  ~ overhead  m margin  . free";
 
 /// Characters of a bar between its brackets.
 pub const WIDTH: usize = 50;
