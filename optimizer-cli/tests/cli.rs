@@ -1,42 +1,16 @@
 //! End-to-end: the real `splitplan` binary, run in a clean environment on the committed
 //! header-only fixtures and on broken copies of them made in temporary folders.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
+
+use common::{Run, root, splitplan_in};
 
 const QWEN_CODER: &str =
     "fixtures/models/Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf";
 const GPT_OSS: &str = "fixtures/models/GPT-OSS-120b/gpt-oss-120b-MXFP4_MOE.gguf";
 const LLAMA: &str = "fixtures/models/Llama-3.1-8B/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf";
-
-/// The workspace root, where the fixtures' relative paths start.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `splitplan` in `dir` with an environment holding only `env` (and a HOME with no config).
-fn splitplan_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_splitplan"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("HOME", home.path())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 /// This machine's RAM shows in `memory`'s host line: hide it from snapshots.
 fn without_host_ram(text: &str) -> String {

@@ -1,41 +1,14 @@
 //! End-to-end: the plan command, `advise` and `apply`, the real binary on the committed
 //! header-only fixtures, the user's pair described by card names (no NVML, no GPU).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Run, root, splitplan_in};
 
 const CONF: &str = "fixtures/models.conf";
 const GPUS: [&str; 4] = ["--gpu", "4090,5070ti:2500", "--ram", "64G"];
-
-/// The workspace root, where the fixtures' relative paths start.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `splitplan` in `dir` with an environment holding only `env` (and a HOME with no config).
-fn splitplan_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_splitplan"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("HOME", home.path())
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 /// `splitplan PROFILE --models-conf fixtures/models.conf --gpu … --ram 64G ARGS` from the root.
 fn plan(profile: &str, args: &[&str]) -> Run {
