@@ -114,18 +114,7 @@ fn build(
     Ok(AdviceDoc {
         date: today(),
         llama_build: LLAMA_CPP_BUILD,
-        machine: hw
-            .gpus
-            .iter()
-            .enumerate()
-            .map(|(i, g)| DeviceEntry {
-                name: g.backend_name(),
-                card: g.name.clone(),
-                total_bytes: g.total,
-                free_at_load_bytes: hw.free_at_load(i),
-                bandwidth_gbs: g.bandwidth_gbs,
-            })
-            .collect(),
+        machine: DeviceEntry::machine(hw),
         host_ram: hw.host_ram,
         host_bandwidth_gbs: hw.host_bandwidth_gbs,
         models,

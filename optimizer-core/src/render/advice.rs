@@ -14,7 +14,7 @@ use crate::model::{ModelDescription, TensorRole};
 use crate::plan::{Assessment, ContextStep, Device, Resolved};
 use crate::units::{Bytes, GIB, group_thousands};
 
-use super::bar::{self, BarParts};
+use super::bar;
 use super::inspect::InspectReport;
 use super::plan::{
     DeviceEntry, ExpertsEntry, FitEntry, GpuEntry, LayerEntry, PlanEntry, PlanReport, SpeedEntry,
@@ -485,14 +485,7 @@ fn memory_table(s: &mut String, gpus: &[GpuEntry]) {
 fn bars(s: &mut String, gpus: &[GpuEntry]) {
     s.push_str("\n```\n");
     for g in gpus {
-        let parts = BarParts {
-            weights: g.weights_bytes,
-            context: g.kv_cache_bytes + g.recurrent_state_bytes,
-            compute: g.compute_bytes,
-            overhead: g.runtime_overhead_bytes,
-            margin: g.margin_bytes,
-            free_at_load: g.free_at_load_bytes,
-        };
+        let parts = g.bar_parts();
         let _ = writeln!(s, "{:<6} {}", g.name, bar::bar(&parts, bar::WIDTH, false));
     }
     let _ = writeln!(s, "{:<6} {}\n```\n", "", bar::LEGEND);

@@ -61,6 +61,23 @@ pub struct DeviceEntry {
     pub bandwidth_gbs: Option<f64>,
 }
 
+impl DeviceEntry {
+    /// Every GPU of `hw`, in CUDA order, as the reports list the machine.
+    pub fn machine(hw: &Hardware) -> Vec<DeviceEntry> {
+        hw.gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| DeviceEntry {
+                name: g.backend_name(),
+                card: g.name.clone(),
+                total_bytes: g.total,
+                free_at_load_bytes: hw.free_at_load(i),
+                bandwidth_gbs: g.bandwidth_gbs,
+            })
+            .collect()
+    }
+}
+
 /// What the report says besides the plans: where they came from.
 #[derive(Clone, Copy, Debug)]
 pub struct ReportInputs<'a> {
@@ -147,6 +164,20 @@ pub struct GpuEntry {
     pub left_bytes: i64,
 }
 
+impl GpuEntry {
+    /// The segments of this GPU's bar.
+    pub fn bar_parts(&self) -> BarParts {
+        BarParts {
+            weights: self.weights_bytes,
+            context: self.kv_cache_bytes + self.recurrent_state_bytes,
+            compute: self.compute_bytes,
+            overhead: self.runtime_overhead_bytes,
+            margin: self.margin_bytes,
+            free_at_load: self.free_at_load_bytes,
+        }
+    }
+}
+
 /// System RAM.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HostEntry {
@@ -229,18 +260,7 @@ impl PlanReport {
     pub fn with_inputs(mut self, inputs: &ReportInputs<'_>) -> PlanReport {
         let hw = inputs.hardware;
         self.profile = inputs.profile.map(str::to_owned);
-        self.machine = hw
-            .gpus
-            .iter()
-            .enumerate()
-            .map(|(i, g)| DeviceEntry {
-                name: g.backend_name(),
-                card: g.name.clone(),
-                total_bytes: g.total,
-                free_at_load_bytes: hw.free_at_load(i),
-                bandwidth_gbs: g.bandwidth_gbs,
-            })
-            .collect();
+        self.machine = DeviceEntry::machine(hw);
         self.pinned = pin_args(inputs.pins);
         if let Some(fit) = &mut self.fit {
             fit.fit_target_bytes =
@@ -595,14 +615,7 @@ fn memory_table(s: &mut String, gpus: &[GpuEntry], with_margin: bool) {
 
 fn bars(s: &mut String, gpus: &[GpuEntry], style: TextStyle, legend: bool) {
     for g in gpus {
-        let parts = BarParts {
-            weights: g.weights_bytes,
-            context: g.kv_cache_bytes + g.recurrent_state_bytes,
-            compute: g.compute_bytes,
-            overhead: g.runtime_overhead_bytes,
-            margin: g.margin_bytes,
-            free_at_load: g.free_at_load_bytes,
-        };
+        let parts = g.bar_parts();
         let used = parts.weights + parts.context + parts.compute + parts.overhead;
         let pct = if g.free_at_load_bytes.get() == 0 {
             0.0
