@@ -284,6 +284,30 @@ pub struct ConfirmArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub n_predict: u32,
 
+    /// Speed runs after the worst-case request: a 512-token prompt and 256 generated tokens each
+    ///
+    /// Their medians are the speed in the results (prompt and decode tokens per second, as
+    /// llama-server's `timings` report them); 0 skips them.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub speed_runs: u32,
+
+    /// Go on when another program already computes on a GPU
+    ///
+    /// By default confirm stops when NVML lists a compute process on a GPU (a llama-server still
+    /// running, a training job): its memory would make every measurement wrong. With this flag
+    /// its memory is simply not free, as llama.cpp will see it.
+    #[arg(long)]
+    pub allow_busy: bool,
+
+    /// Measure llama.cpp's own --fit beside the proven placement on this machine
+    ///
+    /// After the search: one launch of the same command with the placement flags replaced by
+    /// `--fit on --fit-target <margins>` (the worst-case request and the speed runs), then the
+    /// proven placement once more, so that the speed runs alternate (placement, --fit,
+    /// placement). Prints both side by side: what --fit chose, VRAM left at the peak, speed.
+    #[arg(long)]
+    pub compare_fit: bool,
+
     /// Seconds a load may take [default: 60 + the model size at 250 MiB/s]
     #[arg(long, value_name = "SECS")]
     pub load_timeout: Option<u64>,

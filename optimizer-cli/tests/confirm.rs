@@ -116,6 +116,22 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
+fn compare_fit_launches_llama_cpp_fit_between_two_launches_of_the_placement() {
+    let env = Env::new();
+    let out = env.run(&["big", "--compare-fit", "--speed-runs", "2"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Beside llama.cpp --fit"), "{stdout}\n{stderr}");
+    // the fake server has no --fit: with the placement flags gone it puts every layer on the GPUs
+    assert!(stdout.contains("| Result | fits | out of memory on CUDA0 (the weights"), "{stdout}");
+    assert!(stdout.contains("| Decode (t/s) | 100.0 (median of 4) | not measured |"), "{stdout}");
+    assert!(stderr.contains("compare: llama.cpp --fit on --fit-target 128,1024"), "{stderr}");
+    // the placement, --fit, the placement again; none left running (Env::run checks)
+    assert_eq!(env.pids().len(), 3);
+    assert_eq!(env.conf(), CONF);
+}
+
+#[test]
 fn a_placement_that_fits_is_proven_in_one_launch() {
     let env = Env::new();
     let out = env.run(&["big"]);
@@ -123,7 +139,13 @@ fn a_placement_that_fits_is_proven_in_one_launch() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("| Launches used | 1 |"), "{stdout}");
     assert!(stdout.contains("| CUDA1 VRAM (MiB / %) (at exit) |"), "{stdout}");
-    assert!(stdout.contains("| Speed (t/s) | 100.0 decode, 50000.0 prompt |"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "| Speed (t/s) | 100.0 decode, 50000 prompt (medians of 3 runs: 512-token prompt, 256 generated); \
+             worst-case prompt 50000 t/s over 65,536 tokens |"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("| OOM? | no |"), "{stdout}");
     assert!(stdout.contains("worst-case request: 65,536 of 262,144 context tokens"), "{stdout}");
     assert!(stdout.contains("Proven with: "), "{stdout}");

@@ -16,9 +16,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use optimizer_core::LLAMA_CPP_BUILD;
 use optimizer_core::bisect::{Search, Verdict};
 use optimizer_core::confirm::{
-    BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, Ladder, MeasuredDevice,
-    Measurement, ModelIdentity, Rung, TestResult, calibration, classify, compare, measure,
-    parse_version_output, planned_ladder, render_results_table,
+    BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, FitComparison, Ladder,
+    MeasuredDevice, Measurement, ModelIdentity, Rung, TestResult, calibration, classify, compare, measure,
+    parse_version_output, planned_ladder, render_fit_comparison, render_results_table,
 };
 use optimizer_core::plan::PlanOptions;
 use optimizer_core::profile::{self, ProfileChanges};
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::ConfirmArgs;
-use crate::launch::nvml::GpuSampler;
+use crate::launch::nvml::{BusyProcess, GpuSampler};
 use crate::launch::process::RealLauncher;
 use crate::launch::progress::Progress;
 use crate::launch::{
@@ -70,18 +70,141 @@ pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
             None
         }
     };
+    if let Some(s) = &sampler {
+        busy_check(&s.compute_processes(), args.allow_busy, printer)?;
+    }
     let mut launcher = RealLauncher::new(sampler, interrupted);
     let progress = Progress::stderr(args.quiet || args.json);
     let run = search(&inputs, &mut launcher, &progress, printer);
     progress.finish();
-    let run = match run {
-        Err(e) if e.is::<Interrupted>() => {
+    let interrupted = |e: &anyhow::Error| {
+        e.is::<Interrupted>().then(|| {
             printer.message(Level::Error, "interrupted: llama-server was stopped, nothing was changed");
-            return Ok(Outcome::Interrupted);
-        }
-        r => r?,
+            Outcome::Interrupted
+        })
     };
-    report(&inputs, &run, args, printer)
+    let run = match run {
+        Err(e) => return interrupted(&e).map_or(Err(e), Ok),
+        Ok(r) => r,
+    };
+    let comparison = match (args.compare_fit, run.verdict) {
+        (true, Verdict::Proven { rung }) => {
+            let c = compare_fit(&inputs, &run, rung, &mut launcher, &progress);
+            progress.finish();
+            match c {
+                Err(e) => return interrupted(&e).map_or(Err(e), Ok),
+                Ok(c) => Some(c),
+            }
+        }
+        _ => None,
+    };
+    report(&inputs, &run, comparison.as_ref(), args, printer)
+}
+
+/// `--compare-fit`: llama.cpp's `--fit` on the same command (the placement flags replaced by
+/// `--fit on --fit-target <margins>`, at the proven rung's context and micro-batch), then the
+/// proven placement again, so that the speed runs alternate: placement, `--fit`, placement.
+fn compare_fit(
+    inputs: &Inputs,
+    run: &SearchRun,
+    proven: usize,
+    launcher: &mut dyn Launcher,
+    progress: &Progress,
+) -> Result<FitComparison> {
+    let rung = &inputs.ladder.rungs[proven];
+    let first = run
+        .launches
+        .iter()
+        .rev()
+        .find(|l| l.rung == proven && l.result == Classification::Fits && l.below_margin.is_none())
+        .ok_or_else(|| anyhow!("the proven launch is missing"))?;
+    let n_gpus = inputs.ladder.gpus.len().max(first.report.log.model_devices.len()).max(1);
+    let target = (0..n_gpus).map(|i| inputs.margin(i).mib_floor().to_string()).collect::<Vec<_>>().join(",");
+    let fit_rung = Rung {
+        label: format!("llama.cpp --fit on --fit-target {target}"),
+        placement: vec!["--fit".into(), "on".into(), "--fit-target".into(), target],
+        ctx_size: rung.ctx_size,
+        ubatch_size: rung.ubatch_size,
+        predicted: Vec::new(),
+    };
+    fn spec<'a>(inputs: &'a Inputs, rung: &'a Rung, index: Option<usize>, name: &str) -> LaunchSpec<'a> {
+        LaunchSpec {
+            program: &inputs.program,
+            base_args: &inputs.base_args,
+            rung,
+            rung_index: index,
+            model: inputs.launch_model.clone(),
+            host: inputs.host.clone(),
+            log_path: inputs.log_dir.join(format!("{}-{name}.log", inputs.log_stem)),
+            load_timeout: inputs.load_timeout,
+            request: inputs.request,
+            grace: inputs.grace,
+        }
+    }
+    let fit_spec = spec(inputs, &fit_rung, None, "fit");
+    progress.line(&format!("compare: {}; log: {}", fit_rung.label, fit_spec.log_path.display()));
+    let fit = launcher.launch(&fit_spec, progress)?;
+    let fit_class = classify(&fit.facts, &fit.log);
+    progress.finish();
+    progress.line(&format!("  {} ({:.0} s)", fit_class.summary(), fit.elapsed.as_secs_f64()));
+    let again_spec = spec(inputs, rung, Some(proven), "again");
+    progress.line(&format!(
+        "compare: {} again, for the speed runs; log: {}",
+        rung.label,
+        again_spec.log_path.display()
+    ));
+    let again = launcher.launch(&again_spec, progress)?;
+    let again_class = classify(&again.facts, &again.log);
+    progress.finish();
+    progress.line(&format!("  {} ({:.0} s)", again_class.summary(), again.elapsed.as_secs_f64()));
+    let r = &first.report;
+    let mut plan_speed = r.speed.clone();
+    plan_speed.extend(again.speed.iter().copied());
+    let plan = measure(&r.log, &r.nvml, r.prompt, r.decode).with_speed(&plan_speed);
+    let fit_measured = (fit_class == Classification::Fits)
+        .then(|| measure(&fit.log, &fit.nvml, fit.prompt, fit.decode).with_speed(&fit.speed));
+    Ok(FitComparison {
+        placement: rung.label.clone(),
+        plan,
+        fit_choice: fit.log.fit_layers.clone(),
+        fit: fit_measured,
+        fit_result: fit_class.summary(),
+    })
+}
+
+/// A GPU already busy: another compute process would make every measurement wrong, so confirm
+/// stops before launching anything, unless `--allow-busy` (then it is a note).
+fn busy_check(busy: &[BusyProcess], allow: bool, printer: &Printer) -> Result<()> {
+    if busy.is_empty() {
+        return Ok(());
+    }
+    let list = busy
+        .iter()
+        .map(|b| {
+            format!(
+                "CUDA{} ({}): pid {}{}{}",
+                b.gpu,
+                b.gpu_name,
+                b.pid,
+                b.name.as_ref().map_or_else(String::new, |n| format!(" ({n})")),
+                b.used.map_or_else(String::new, |u| format!(", {:#}", u))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if allow {
+        printer.message(
+            Level::Note,
+            &format!(
+                "--allow-busy: other programs compute on the GPUs ({list}); their memory is taken as not free"
+            ),
+        );
+        return Ok(());
+    }
+    bail!(
+        "a GPU is already in use by another program: {list}\nhint: stop it (a llama-server still running?), \
+         or pass --allow-busy to confirm with the memory it leaves free"
+    )
 }
 
 /// Everything a confirm run needs, resolved from the arguments.
@@ -261,6 +384,7 @@ impl Inputs {
                 fill: args.fill,
                 n_predict: args.n_predict,
                 timeout: args.request_timeout.map(Duration::from_secs),
+                speed_runs: args.speed_runs,
             },
             load_timeout: args.load_timeout.map_or_else(|| load_timeout_for(model_size), Duration::from_secs),
             grace: Duration::from_secs(args.grace),
@@ -390,6 +514,8 @@ struct LaunchRecord {
     log: PathBuf,
     status: String,
     result: Classification,
+    /// Survived, but kept less than the margin free on a GPU: not proven.
+    below_margin: Option<String>,
     elapsed_s: f64,
     request_tokens: u64,
     #[serde(skip)]
@@ -422,7 +548,7 @@ fn search(
             program: &inputs.program,
             base_args: &inputs.base_args,
             rung,
-            rung_index,
+            rung_index: Some(rung_index),
             model: inputs.launch_model.clone(),
             host: inputs.host.clone(),
             log_path: inputs.log_dir.join(format!("{}-launch{attempt}.log", inputs.log_stem)),
@@ -469,10 +595,27 @@ fn search(
                 u @ optimizer_core::bisect::Outcome::Unknown => u,
             })
         };
+        // a launch that survived but kept less than the margin free is not proven
+        let below = (class == Classification::Fits).then(|| below_margin(inputs, &report)).flatten();
+        let outcome = match &below {
+            Some(b) => Some(optimizer_core::bisect::Outcome::Fails {
+                shortfall: Some(optimizer_core::bisect::Shortfall {
+                    gpu: b.gpu,
+                    bytes: Some(b.margin.saturating_sub(b.left)),
+                }),
+            }),
+            None => outcome,
+        };
+        let summary = below.as_ref().map_or_else(|| class.summary(), BelowMargin::summary);
         progress.finish();
-        progress.line(&format!("  {} ({:.0} s)", class.summary(), report.elapsed.as_secs_f64()));
+        progress.line(&format!("  {summary} ({:.0} s)", report.elapsed.as_secs_f64()));
         if class != Classification::Fits {
             printer.message(Level::Warning, &failure_report(&report, attempt, rung_index, rung, &class));
+        } else if below.is_some() {
+            printer.message(
+                Level::Warning,
+                &format!("launch {attempt} (rung {}, {}): {summary}", rung_index + 1, rung.label),
+            );
         }
         let record = LaunchRecord {
             attempt,
@@ -482,6 +625,7 @@ fn search(
             log: report.log_path.clone(),
             status: report.status.clone(),
             result: class.clone(),
+            below_margin: below.as_ref().map(BelowMargin::summary),
             elapsed_s: (report.elapsed.as_secs_f64() * 10.0).round() / 10.0,
             request_tokens: report.request_tokens,
             report,
@@ -535,9 +679,37 @@ fn gpu_names(inputs: &Inputs, report: &LaunchReport) -> Vec<String> {
     }
 }
 
+/// A GPU that kept less than its margin free at the peak of a launch that survived.
+struct BelowMargin {
+    gpu: usize,
+    name: String,
+    left: Bytes,
+    margin: Bytes,
+}
+
+impl BelowMargin {
+    fn summary(&self) -> String {
+        format!(
+            "survived, but {} kept only {:#} free at the peak, below its {:#} margin",
+            self.name, self.left, self.margin
+        )
+    }
+}
+
+/// The first GPU that kept less than its margin free at the peak (NVML or the breakdown at exit).
+fn below_margin(inputs: &Inputs, report: &LaunchReport) -> Option<BelowMargin> {
+    let m = measure(&report.log, &report.nvml, report.prompt, report.decode);
+    let names = gpu_names(inputs, report);
+    names.iter().enumerate().find_map(|(i, name)| {
+        let left = m.devices.iter().find(|d| &d.device == name)?.left?;
+        let margin = inputs.margin(i);
+        (left < margin).then(|| BelowMargin { gpu: i, name: name.clone(), left, margin })
+    })
+}
+
 /// What each GPU could still take after the worst-case request, its margin deducted.
 fn headroom(inputs: &Inputs, report: &LaunchReport) -> Option<Vec<Bytes>> {
-    let m = measure(&report.log, &report.nvml, report.prompt, report.decode);
+    let m = measure(&report.log, &report.nvml, report.prompt, report.decode).with_speed(&report.speed);
     let names = gpu_names(inputs, report);
     names
         .iter()
@@ -586,6 +758,10 @@ struct ConfirmJson<'a> {
     stopped: Option<&'a str>,
     launches: &'a [LaunchRecord],
     proven: Option<Proven<'a>>,
+    /// `--compare-fit`: llama.cpp's `--fit` beside the proven placement.
+    fit_comparison: Option<&'a FitComparison>,
+    /// The same as a Markdown table.
+    fit_comparison_table: Option<String>,
     applied: bool,
 }
 
@@ -600,11 +776,19 @@ struct Proven<'a> {
     calibration_file: Option<PathBuf>,
 }
 
-fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
+fn report(
+    inputs: &Inputs,
+    run: &SearchRun,
+    comparison: Option<&FitComparison>,
+    args: &ConfirmArgs,
+    printer: &Printer,
+) -> Result<Outcome> {
     let proven = match run.verdict {
-        Verdict::Proven { rung } => {
-            run.launches.iter().rev().find(|l| l.rung == rung && l.result == Classification::Fits)
-        }
+        Verdict::Proven { rung } => run
+            .launches
+            .iter()
+            .rev()
+            .find(|l| l.rung == rung && l.result == Classification::Fits && l.below_margin.is_none()),
         Verdict::NoneFits => None,
     };
     let mut applied = false;
@@ -612,7 +796,7 @@ fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printe
     if let Some(p) = proven {
         let rung = &inputs.ladder.rungs[p.rung];
         let r = &p.report;
-        let m = measure(&r.log, &r.nvml, r.prompt, r.decode);
+        let m = measure(&r.log, &r.nvml, r.prompt, r.decode).with_speed(&r.speed);
         let discrepancies = if rung.predicted.is_empty() {
             Vec::new()
         } else {
@@ -634,8 +818,13 @@ fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printe
         let ooms: Vec<String> = run
             .launches
             .iter()
-            .filter(|l| matches!(l.result, Classification::OutOfMemory { .. }))
-            .map(|l| format!("launch {}: {}", l.attempt, l.result.summary()))
+            .filter_map(|l| match (&l.result, &l.below_margin) {
+                (Classification::OutOfMemory { .. }, _) => {
+                    Some(format!("launch {}: {}", l.attempt, l.result.summary()))
+                }
+                (_, Some(b)) => Some(format!("launch {}: {b}", l.attempt)),
+                _ => None,
+            })
             .collect();
         let title = match (inputs.ladder.aggressive, inputs.ladder.moderate) {
             (a, _) if a == p.rung => format!("Suggestion A (aggressive): {}", rung.label),
@@ -687,6 +876,8 @@ fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printe
             stopped: run.stopped.as_deref(),
             launches: &run.launches,
             proven,
+            fit_comparison: comparison,
+            fit_comparison_table: comparison.map(render_fit_comparison),
             applied,
         };
         printer.data(&(serde_json::to_string_pretty(&json)? + "\n"))?;
@@ -694,6 +885,12 @@ fn report(inputs: &Inputs, run: &SearchRun, args: &ConfirmArgs, printer: &Printe
         let command =
             shlex::try_join(p.command.iter().map(String::as_str)).unwrap_or_else(|_| p.command.join(" "));
         printer.data(&format!("{table}\nProven with: {command}\n"))?;
+        if let Some(c) = comparison {
+            printer.data(&format!(
+                "\nBeside llama.cpp --fit (launched in turn: the placement, --fit, the placement again):\n\n{}",
+                render_fit_comparison(c)
+            ))?;
+        }
     }
 
     match (&proven_json, &run.stopped) {
@@ -839,7 +1036,7 @@ fn apply(inputs: &Inputs, rung: &Rung, printer: &Printer) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use optimizer_core::confirm::{ExitKind, LaunchFacts, LaunchLog, Phase, parse_log};
+    use optimizer_core::confirm::{ExitKind, LaunchFacts, LaunchLog, Phase, Rate, SpeedRun, parse_log};
 
     use super::*;
 
@@ -847,12 +1044,24 @@ mod tests {
     struct Scripted {
         script: Vec<(&'static str, Phase, ExitKind)>,
         launched: Vec<usize>,
+        /// Every launch's rung label and placement flags, in order.
+        seen: Vec<(String, Vec<String>)>,
+        /// The decode rate of each launch's speed runs.
+        decode: Vec<f64>,
     }
 
     impl Launcher for Scripted {
         fn launch(&mut self, spec: &LaunchSpec<'_>, _progress: &Progress) -> Result<LaunchReport> {
             let (log, reached, exit) = self.script[self.launched.len().min(self.script.len() - 1)];
-            self.launched.push(spec.rung_index);
+            let n = self.seen.len();
+            self.launched.extend(spec.rung_index);
+            self.seen.push((spec.rung.label.clone(), spec.rung.placement.clone()));
+            let rate = |per_second| Rate { ms: 1000.0, tokens: 256, per_second };
+            let speed = self.decode.get(n).map_or_else(Vec::new, |&d| {
+                (0..spec.request.speed_runs)
+                    .map(|i| SpeedRun { prompt: Some(rate(500.0)), decode: Some(rate(d + f64::from(i))) })
+                    .collect()
+            });
             Ok(LaunchReport {
                 command: vec!["llama-server".into()],
                 log_path: spec.log_path.clone(),
@@ -862,6 +1071,7 @@ mod tests {
                 prompt: None,
                 decode: None,
                 request_tokens: 0,
+                speed,
                 status: "test".into(),
                 log_tail: Vec::new(),
                 elapsed: Duration::ZERO,
@@ -883,7 +1093,7 @@ mod tests {
             profile: None,
             margins: vec![Bytes::from_mib(128)],
             host: "127.0.0.1".into(),
-            request: RequestPlan { fill: 0.25, n_predict: 8, timeout: None },
+            request: RequestPlan { fill: 0.25, n_predict: 8, timeout: None, speed_runs: 3 },
             load_timeout: Duration::from_secs(1),
             grace: Duration::from_secs(1),
             log_dir: std::env::temp_dir(),
@@ -909,6 +1119,8 @@ mod tests {
         let mut l = Scripted {
             script: vec![(OOM, Phase::Loading, ExitKind::Code(1)), ("", Phase::Verified, ExitKind::Stopped)],
             launched: Vec::new(),
+            seen: Vec::new(),
+            decode: Vec::new(),
         };
         let printer = Printer::from_env();
         let run = search(&inputs(262_144), &mut l, &Progress::silent(), &printer).unwrap();
@@ -923,6 +1135,8 @@ mod tests {
         let mut l = Scripted {
             script: vec![("error: invalid argument: --bogus\n", Phase::Loading, ExitKind::Code(1))],
             launched: Vec::new(),
+            seen: Vec::new(),
+            decode: Vec::new(),
         };
         let run = search(&inputs(262_144), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
         assert_eq!(l.launched, [0]);
@@ -935,11 +1149,70 @@ mod tests {
         let mut l = Scripted {
             script: vec![("", Phase::Loading, ExitKind::Signal(6)), ("", Phase::Verified, ExitKind::Stopped)],
             launched: Vec::new(),
+            seen: Vec::new(),
+            decode: Vec::new(),
         };
         let run = search(&inputs(131_072), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
         assert_eq!(l.launched, [0, 0]);
         assert_eq!(run.verdict, Verdict::Proven { rung: 0 });
         let _ = LaunchLog::default();
+    }
+
+    const FIT_LOG: &str = "I common_params_fit_impl:   - CUDA0 (NVIDIA H200): 19 layers ( 1 overflowing),  23264 MiB used,    238 MiB free\n\
+I common_params_fit_impl:   - CUDA1 (NVIDIA H200): 30 layers (23 overflowing),  13247 MiB used,   1202 MiB free\n";
+
+    #[test]
+    fn compare_fit_launches_fit_then_the_proven_rung_again() {
+        let mut l = Scripted {
+            script: vec![
+                ("", Phase::Verified, ExitKind::Stopped),
+                (FIT_LOG, Phase::Verified, ExitKind::Stopped),
+                ("", Phase::Verified, ExitKind::Stopped),
+            ],
+            launched: Vec::new(),
+            seen: Vec::new(),
+            decode: vec![80.0, 70.0, 90.0],
+        };
+        let mut inputs = inputs(131_072);
+        inputs.margins = vec![Bytes::from_mib(128), Bytes::from_mib(1024)];
+        inputs.ladder.gpus = vec!["CUDA0".into(), "CUDA1".into()];
+        let progress = Progress::silent();
+        let run = search(&inputs, &mut l, &progress, &Printer::from_env()).unwrap();
+        assert_eq!(run.verdict, Verdict::Proven { rung: 0 });
+        let c = compare_fit(&inputs, &run, 0, &mut l, &progress).unwrap();
+        // the proven rung, --fit, the proven rung again
+        assert_eq!(l.launched, [0, 0]);
+        assert_eq!(l.seen[1].1, ["--fit", "on", "--fit-target", "128,1024"]);
+        assert_eq!(l.seen[2].0, l.seen[0].0);
+        // the placement's speed runs are both of its launches: 80, 81, 82, 90, 91, 92
+        assert_eq!(c.plan.speed.len(), 6);
+        assert_eq!(c.plan.decode_median(), Some(86.0));
+        assert_eq!(c.fit.as_ref().and_then(Measurement::decode_median), Some(71.0));
+        assert_eq!(c.fit_result, "fits");
+        let table = render_fit_comparison(&c);
+        assert!(
+            table.contains("| Placement | ")
+                && table.contains("CUDA0 19 layers (1 overflowing), CUDA1 30 layers (23 overflowing)"),
+            "{table}"
+        );
+        assert!(table.contains("| Decode (t/s) | 86.0 (median of 6) | 71.0 (median of 3) |"), "{table}");
+    }
+
+    #[test]
+    fn a_busy_gpu_stops_confirm_unless_allowed() {
+        let busy = [BusyProcess {
+            gpu: 1,
+            gpu_name: "NVIDIA GeForce RTX 5070 Ti".into(),
+            pid: 4242,
+            name: Some("llama-server".into()),
+            used: Some(Bytes::from_mib(9000)),
+        }];
+        let printer = Printer::from_env();
+        assert!(busy_check(&[], false, &printer).is_ok());
+        let e = busy_check(&busy, false, &printer).unwrap_err().to_string();
+        assert!(e.contains("CUDA1 (NVIDIA GeForce RTX 5070 Ti): pid 4242 (llama-server), 9,000 MiB"), "{e}");
+        assert!(e.contains("--allow-busy"), "{e}");
+        assert!(busy_check(&busy, true, &printer).is_ok());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use optimizer_core::confirm::{GpuReading, LaunchFacts, LaunchLog, Rate, Rung};
+use optimizer_core::confirm::{GpuReading, LaunchFacts, LaunchLog, Rate, Rung, SpeedRun};
 use optimizer_core::units::Bytes;
 
 use self::progress::Progress;
@@ -46,6 +46,9 @@ pub struct RequestPlan {
     pub n_predict: u32,
     /// How long the request may take; `None`: [`RequestPlan::timeout_for`].
     pub timeout: Option<Duration>,
+    /// Speed runs after the worst-case request (core's `SPEED_PROMPT_TOKENS` prompt,
+    /// `SPEED_PREDICT_TOKENS` generated), their medians reported.
+    pub speed_runs: u32,
 }
 
 impl RequestPlan {
@@ -71,8 +74,8 @@ pub struct LaunchSpec<'a> {
     pub base_args: &'a [String],
     /// The rung of the ladder.
     pub rung: &'a Rung,
-    /// Its index.
-    pub rung_index: usize,
+    /// Its index on the ladder; `None` for a launch off the ladder (`--compare-fit`'s `--fit`).
+    pub rung_index: Option<usize>,
     /// `-m`: the model on this machine (`None` keeps the base's, for a template).
     pub model: Option<String>,
     /// `--host`.
@@ -106,6 +109,8 @@ pub struct LaunchReport {
     pub decode: Option<Rate>,
     /// Tokens in the worst-case prompt (0 when it was not sent).
     pub request_tokens: u64,
+    /// The speed runs made after the worst-case request, in order.
+    pub speed: Vec<SpeedRun>,
     /// How it ended, in words: `exit status 1`, `signal 6 (SIGABRT)`, `stopped with SIGINT`.
     pub status: String,
     /// The last lines of its log.

@@ -48,6 +48,47 @@ impl GpuSampler {
     }
 }
 
+/// A process other than splitplan's llama-server holding memory on a GPU before the first launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusyProcess {
+    /// NVML index (CUDA order on these machines).
+    pub gpu: u32,
+    /// The card's name.
+    pub gpu_name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its name from /proc, when visible.
+    pub name: Option<String>,
+    /// What it holds, when NVML reports it.
+    pub used: Option<Bytes>,
+}
+
+impl GpuSampler {
+    /// Every compute process on every GPU (a desktop's graphics processes are not listed: they
+    /// are what the free memory already accounts for).
+    pub fn compute_processes(&self) -> Vec<BusyProcess> {
+        use nvml_wrapper::enums::device::UsedGpuMemory;
+        (0..self.count)
+            .filter_map(|i| Some((i, self.nvml.device_by_index(i).ok()?)))
+            .flat_map(|(i, d)| {
+                let gpu_name = d.name().unwrap_or_else(|_| format!("GPU {i}"));
+                d.running_compute_processes().unwrap_or_default().into_iter().map(move |p| BusyProcess {
+                    gpu: i,
+                    gpu_name: gpu_name.clone(),
+                    pid: p.pid,
+                    name: std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                        .ok()
+                        .map(|s| s.trim().to_string()),
+                    used: match p.used_gpu_memory {
+                        UsedGpuMemory::Used(b) => Some(Bytes::new(b)),
+                        UsedGpuMemory::Unavailable => None,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
 /// Peak tracking between a snapshot taken before the launch and samples during the request.
 #[derive(Clone, Debug)]
 pub struct Peak {

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use optimizer_core::confirm::{ExitKind, LaunchArgs, LaunchFacts, LogParser, Phase, Rate, launch_args};
+use optimizer_core::confirm::{
+    ExitKind, LaunchArgs, LaunchFacts, LogParser, Phase, Rate, SPEED_PREDICT_TOKENS, SPEED_PROMPT_TOKENS,
+    SpeedRun, launch_args,
+};
 
 use super::http;
 use super::nvml::{GpuSampler, Peak};
@@ -244,7 +247,10 @@ impl RealLauncher {
         let log = File::create(&log_path)
             .with_context(|| format!("could not create the log file {}", log_path.display()))?;
         let before = self.sampler.as_ref().map(GpuSampler::snapshot);
-        progress.phase(&format!("starting llama-server (rung {})", spec.rung_index + 1));
+        progress.phase(&match spec.rung_index {
+            Some(i) => format!("starting llama-server (rung {}: {})", i + 1, spec.rung.label),
+            None => format!("starting llama-server ({})", spec.rung.label),
+        });
         let child = Command::new(program)
             .args(rest)
             .stdin(Stdio::null())
@@ -284,11 +290,12 @@ impl RealLauncher {
             thread::sleep(POLL);
         }
 
-        // Verifying: the worst-case request while sampling the GPUs.
+        // Verifying: the worst-case request, then the speed runs, while sampling the GPUs.
         let mut peak = before.clone().map(Peak::new);
         let mut request_tokens = 0;
         let mut request_error = None;
         let mut timings = (None, None);
+        let mut speed = Vec::new();
         if reached == Phase::Ready {
             tail.poll(&mut parser);
             let n_ctx = u64::from(parser.log().n_ctx_seq.unwrap_or(4096));
@@ -296,65 +303,52 @@ impl RealLauncher {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a share of a u32 context
             let share = ((n_ctx as f64) * spec.request.fill.clamp(0.0, 1.0)) as u64;
             request_tokens = share.min(n_ctx.saturating_sub(n_predict + 8)).max(1);
-            let timeout = spec.request.timeout_for(request_tokens);
             progress.phase(&format!(
                 "verifying: a {request_tokens}-token prompt and {n_predict} generated tokens"
             ));
-            let body = completion_body(request_tokens, n_predict);
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                let _ = tx.send(http::request(addr, "POST", "/completion", Some(&body), timeout));
-            });
-            let request_started = Instant::now();
-            loop {
-                self.check_interrupt(&mut server)?;
-                tail.poll(&mut parser);
-                if let (Some(s), Some(p)) = (self.sampler.as_ref(), peak.as_mut()) {
-                    p.sample(&s.snapshot());
+            let mut watch =
+                Watch { server: &mut server, parser: &mut parser, tail: &mut tail, peak: &mut peak };
+            match self.request(
+                &mut watch,
+                addr,
+                completion_body(request_tokens, n_predict),
+                spec.request.timeout_for(request_tokens),
+            )? {
+                RequestEnd::Answered(t) => {
+                    timings = t;
+                    reached = Phase::Verified;
                 }
-                match rx.try_recv() {
-                    Ok(Ok(r)) if r.status == 200 => {
-                        timings = parse_timings(&r.body);
-                        reached = Phase::Verified;
-                        break;
-                    }
-                    Ok(Ok(r)) => {
-                        let text = String::from_utf8_lossy(&r.body);
-                        request_error = Some(format!(
-                            "HTTP {}: {}",
-                            r.status,
-                            text.chars().take(300).collect::<String>()
-                        ));
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        request_error = Some(e.to_string());
-                        break;
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        request_error = Some("the request thread ended without an answer".to_string());
-                        break;
-                    }
-                    Err(mpsc::TryRecvError::Empty) => {}
-                }
-                if server.try_wait().is_some() {
-                    // give the request a moment to report the reset, then stop waiting
-                    thread::sleep(POLL);
-                    if let Ok(Err(e)) = rx.try_recv() {
-                        request_error = Some(e.to_string());
-                    } else {
-                        request_error = Some("llama-server ended during the request".to_string());
-                    }
-                    break;
-                }
-                if request_started.elapsed() > timeout {
-                    timed_out = true;
-                    break;
-                }
-                thread::sleep(POLL);
+                RequestEnd::Failed(e) => request_error = Some(e),
+                RequestEnd::TimedOut => timed_out = true,
             }
-            if let (Some(s), Some(p)) = (self.sampler.as_ref(), peak.as_mut()) {
-                p.sample(&s.snapshot());
+            let speed_tokens = SPEED_PROMPT_TOKENS.min(n_ctx.saturating_sub(SPEED_PREDICT_TOKENS + 8)).max(1);
+            for run in 0..spec.request.speed_runs {
+                if reached != Phase::Verified {
+                    break;
+                }
+                progress.phase(&format!(
+                    "measuring speed: run {} of {}, a {speed_tokens}-token prompt and {SPEED_PREDICT_TOKENS} generated tokens",
+                    run + 1,
+                    spec.request.speed_runs
+                ));
+                let body = completion_body(speed_tokens, SPEED_PREDICT_TOKENS);
+                match self.request(
+                    &mut watch,
+                    addr,
+                    body,
+                    spec.request.timeout_for(speed_tokens + SPEED_PREDICT_TOKENS * 10),
+                )? {
+                    RequestEnd::Answered((prompt, decode)) => speed.push(SpeedRun { prompt, decode }),
+                    // a server that fails after the worst-case request did not survive it
+                    RequestEnd::Failed(e) => {
+                        request_error = Some(format!("speed run {}: {e}", run + 1));
+                        reached = Phase::Ready;
+                    }
+                    RequestEnd::TimedOut => {
+                        timed_out = true;
+                        reached = Phase::Ready;
+                    }
+                }
             }
         }
 
@@ -377,10 +371,86 @@ impl RealLauncher {
             prompt,
             decode,
             request_tokens,
+            speed,
             status,
             log_tail: tail.tail(),
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// What one request came to.
+enum RequestEnd {
+    /// HTTP 200, with the prompt and decode rates of its `timings`.
+    Answered((Option<Rate>, Option<Rate>)),
+    /// Any other answer, a broken connection, or the server ending during it.
+    Failed(String),
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+/// What is watched while a request runs.
+struct Watch<'a> {
+    server: &'a mut Running,
+    parser: &'a mut LogParser,
+    tail: &'a mut LogTail,
+    peak: &'a mut Option<Peak>,
+}
+
+impl RealLauncher {
+    /// Sends one `/completion` request from a worker thread and, until it is answered, follows
+    /// the log, samples the GPUs and watches the process; Ctrl-C stops the server.
+    fn request(
+        &self,
+        w: &mut Watch<'_>,
+        addr: SocketAddr,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<RequestEnd> {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(http::request(addr, "POST", "/completion", Some(&body), timeout));
+        });
+        let started = Instant::now();
+        let end = loop {
+            self.check_interrupt(w.server)?;
+            w.tail.poll(w.parser);
+            if let (Some(s), Some(p)) = (self.sampler.as_ref(), w.peak.as_mut()) {
+                p.sample(&s.snapshot());
+            }
+            match rx.try_recv() {
+                Ok(Ok(r)) if r.status == 200 => break RequestEnd::Answered(parse_timings(&r.body)),
+                Ok(Ok(r)) => {
+                    let text = String::from_utf8_lossy(&r.body);
+                    break RequestEnd::Failed(format!(
+                        "HTTP {}: {}",
+                        r.status,
+                        text.chars().take(300).collect::<String>()
+                    ));
+                }
+                Ok(Err(e)) => break RequestEnd::Failed(e.to_string()),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    break RequestEnd::Failed("the request thread ended without an answer".to_string());
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if w.server.try_wait().is_some() {
+                // give the request a moment to report the reset, then stop waiting
+                thread::sleep(POLL);
+                break match rx.try_recv() {
+                    Ok(Err(e)) => RequestEnd::Failed(e.to_string()),
+                    _ => RequestEnd::Failed("llama-server ended during the request".to_string()),
+                };
+            }
+            if started.elapsed() > timeout {
+                break RequestEnd::TimedOut;
+            }
+            thread::sleep(POLL);
+        };
+        if let (Some(s), Some(p)) = (self.sampler.as_ref(), w.peak.as_mut()) {
+            p.sample(&s.snapshot());
+        }
+        Ok(end)
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::log::{BufferKind, GraphSplits, LaunchLog, Rate};
+use super::log::{BufferKind, FitLayers, GraphSplits, LaunchLog, Rate};
 use crate::units::{Bytes, group_thousands};
 
 /// One GPU as NVML saw it during a launch.
@@ -92,6 +92,55 @@ pub struct Measurement {
     pub prompt: Option<Rate>,
     /// Generation after it.
     pub decode: Option<Rate>,
+    /// The speed runs after the worst-case request ([`SPEED_PROMPT_TOKENS`],
+    /// [`SPEED_PREDICT_TOKENS`]), in order; empty when none were made.
+    pub speed: Vec<SpeedRun>,
+}
+
+/// The prompt of each speed run, in tokens: llama-bench's `pp512`.
+pub const SPEED_PROMPT_TOKENS: u64 = 512;
+
+/// The tokens each speed run generates: enough for a stable decode rate (issue 5 asks for
+/// requests of at least 256 tokens).
+pub const SPEED_PREDICT_TOKENS: u64 = 256;
+
+/// One speed run: a short prompt, then [`SPEED_PREDICT_TOKENS`] generated tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SpeedRun {
+    /// Prompt processing.
+    pub prompt: Option<Rate>,
+    /// Generation.
+    pub decode: Option<Rate>,
+}
+
+/// The median of the values (the mean of the middle two for an even count); `None` when empty.
+pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+impl Measurement {
+    /// This measurement with the speed runs made after its worst-case request.
+    #[must_use]
+    pub fn with_speed(mut self, runs: &[SpeedRun]) -> Measurement {
+        self.speed = runs.to_vec();
+        self
+    }
+
+    /// The median decode rate of the speed runs, tokens per second.
+    pub fn decode_median(&self) -> Option<f64> {
+        median(self.speed.iter().filter_map(|r| r.decode.map(|d| d.per_second)))
+    }
+
+    /// The median prompt rate of the speed runs, tokens per second.
+    pub fn prompt_median(&self) -> Option<f64> {
+        median(self.speed.iter().filter_map(|r| r.prompt.map(|p| p.per_second)))
+    }
 }
 
 /// Builds the measurement of a launch from its log, the NVML readings (in NVML order, matched to
@@ -149,7 +198,7 @@ pub fn measure(
             m
         })
         .collect();
-    Measurement { devices, graph: log.graph, prompt, decode }
+    Measurement { devices, graph: log.graph, prompt, decode, speed: Vec::new() }
 }
 
 /// NVML prints `00000000:01:00.0`, llama.cpp `0000:01:00.0`: compare without the domain.
@@ -283,11 +332,7 @@ fn results_rows(result: &TestResult) -> Vec<(String, String)> {
         },
     );
     rows.push(("Graph splits".to_string(), splits));
-    let speed = match (result.measurement.decode, result.measurement.prompt) {
-        (Some(d), Some(p)) => format!("{:.1} decode, {:.1} prompt", d.per_second, p.per_second),
-        (Some(d), None) => format!("{:.1} decode", d.per_second),
-        _ => "not measured".to_string(),
-    };
+    let speed = speed_cell(&result.measurement);
     rows.push(("Speed (t/s)".to_string(), speed));
     let oom = if result.ooms.is_empty() { "no".to_string() } else { result.ooms.join("; ") };
     rows.push(("OOM?".to_string(), oom));
@@ -299,4 +344,122 @@ fn results_rows(result: &TestResult) -> Vec<(String, String)> {
     notes.extend(result.notes.iter().cloned());
     rows.push(("Notes".to_string(), notes.join("; ").replace('|', "\\|")));
     rows
+}
+
+/// The speed cell of a results table: the medians of the speed runs when there were any (with the
+/// worst-case prompt's rate beside them), else the worst-case request's own rates.
+fn speed_cell(m: &Measurement) -> String {
+    let worst_prompt = m.prompt.map(|p| {
+        format!("worst-case prompt {:.0} t/s over {} tokens", p.per_second, group_thousands(p.tokens))
+    });
+    match (m.decode_median(), m.prompt_median()) {
+        (Some(d), Some(p)) => {
+            let mut s = format!(
+                "{d:.1} decode, {p:.0} prompt (medians of {} runs: {SPEED_PROMPT_TOKENS}-token prompt, \
+                 {SPEED_PREDICT_TOKENS} generated)",
+                m.speed.len()
+            );
+            if let Some(w) = worst_prompt {
+                s.push_str("; ");
+                s.push_str(&w);
+            }
+            s
+        }
+        _ => match (m.decode, m.prompt) {
+            (Some(d), Some(p)) => format!("{:.1} decode, {:.1} prompt", d.per_second, p.per_second),
+            (Some(d), None) => format!("{:.1} decode", d.per_second),
+            _ => "not measured".to_string(),
+        },
+    }
+}
+
+/// llama.cpp's `--fit` measured beside a proven placement on the same machine (`confirm
+/// --compare-fit`): the proven launch, then `--fit`, then the proven placement again, so that the
+/// speed runs alternate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FitComparison {
+    /// The proven placement, in words.
+    pub placement: String,
+    /// The proven launch's measurement, with the speed runs of both of its launches.
+    pub plan: Measurement,
+    /// What `--fit` chose per device, from its log; empty when it logged nothing.
+    pub fit_choice: Vec<FitLayers>,
+    /// The `--fit` launch's measurement, when it loaded and survived the worst-case request.
+    pub fit: Option<Measurement>,
+    /// How the `--fit` launch ended, in words (`fits`, or the failure).
+    pub fit_result: String,
+}
+
+/// `--fit`'s choice in words: `CUDA0 19 layers (1 overflowing), CUDA1 30 layers (23 overflowing)`;
+/// the last line per device wins (earlier ones are its probes).
+pub fn describe_fit_choice(choice: &[FitLayers]) -> String {
+    let mut last: Vec<&FitLayers> = Vec::new();
+    for f in choice {
+        match last.iter_mut().find(|l| l.device == f.device) {
+            Some(l) => *l = f,
+            None => last.push(f),
+        }
+    }
+    if last.is_empty() {
+        return "not logged".to_string();
+    }
+    last.sort_by(|a, b| a.device.cmp(&b.device));
+    last.iter()
+        .map(|f| {
+            let over =
+                if f.overflowing > 0 { format!(" ({} overflowing)", f.overflowing) } else { String::new() };
+            format!("{} {} layers{over}", f.device, f.layers)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The comparison as a Markdown table: one row per fact, the proven placement beside `--fit`.
+pub fn render_fit_comparison(c: &FitComparison) -> String {
+    let mut rows: Vec<(String, String, String)> = vec![
+        ("Placement".to_string(), c.placement.clone(), describe_fit_choice(&c.fit_choice)),
+        ("Result".to_string(), "fits".to_string(), c.fit_result.clone()),
+    ];
+    let left = |m: Option<&Measurement>, device: &str| {
+        m.and_then(|m| m.devices.iter().find(|d| d.device == device))
+            .and_then(|d| d.left)
+            .map_or_else(|| "not measured".to_string(), |l| format!("{} MiB", group_thousands(l.mib_floor())))
+    };
+    for d in &c.plan.devices {
+        rows.push((
+            format!("{} left at the peak", d.device),
+            left(Some(&c.plan), &d.device),
+            left(c.fit.as_ref(), &d.device),
+        ));
+    }
+    let rate = |v: Option<f64>, digits: usize, n: usize| {
+        v.map_or_else(|| "not measured".to_string(), |v| format!("{v:.digits$} (median of {n})"))
+    };
+    let runs = |m: Option<&Measurement>| m.map_or(0, |m| m.speed.len());
+    rows.push((
+        "Decode (t/s)".to_string(),
+        rate(c.plan.decode_median(), 1, runs(Some(&c.plan))),
+        rate(c.fit.as_ref().and_then(Measurement::decode_median), 1, runs(c.fit.as_ref())),
+    ));
+    rows.push((
+        "Prompt (t/s)".to_string(),
+        rate(c.plan.prompt_median(), 0, runs(Some(&c.plan))),
+        rate(c.fit.as_ref().and_then(Measurement::prompt_median), 0, runs(c.fit.as_ref())),
+    ));
+    let worst = |m: Option<&Measurement>| {
+        m.and_then(|m| m.prompt).map_or_else(
+            || "not measured".to_string(),
+            |p| format!("{:.0} over {} tokens", p.per_second, group_thousands(p.tokens)),
+        )
+    };
+    rows.push(("Worst-case prompt (t/s)".to_string(), worst(Some(&c.plan)), worst(c.fit.as_ref())));
+    let splits = |m: Option<&Measurement>| {
+        m.and_then(|m| m.graph).map_or_else(|| "not logged".to_string(), |g| g.pp_splits.to_string())
+    };
+    rows.push(("Graph splits".to_string(), splits(Some(&c.plan)), splits(c.fit.as_ref())));
+    let mut s = String::from("| | splitplan | llama.cpp --fit |\n|---|---|---|\n");
+    for (label, a, b) in rows {
+        let _ = writeln!(s, "| {label} | {} | {} |", a.replace('|', "\\|"), b.replace('|', "\\|"));
+    }
+    s
 }

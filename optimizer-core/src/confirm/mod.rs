@@ -31,7 +31,8 @@ pub use log::{
     parse_version_output,
 };
 pub use measure::{
-    DeviceMeasurement, Discrepancy, GpuReading, Measurement, PeakSource, TestResult, compare, measure,
-    render_empty_results_table, render_results_table,
+    DeviceMeasurement, Discrepancy, FitComparison, GpuReading, Measurement, PeakSource, SPEED_PREDICT_TOKENS,
+    SPEED_PROMPT_TOKENS, SpeedRun, TestResult, compare, describe_fit_choice, measure, median,
+    render_empty_results_table, render_fit_comparison, render_results_table,
 };
 pub use outcome::{Classification, ExitKind, LaunchFacts, Phase, classify};
