@@ -39,14 +39,6 @@ const KNOWN_UNDER: &[(&str, &str)] = &[
         "gpt-oss at -ub 64: attention activations not linear below 256 tokens",
     ),
     (
-        "2026-11-21b-h200x2/oss-d26 CUDA0",
-        "gpt-oss with pipeline parallelism: input copies larger than modelled",
-    ),
-    (
-        "2026-11-21b-h200x2/oss-d26 CUDA1",
-        "gpt-oss with pipeline parallelism: input copies larger than modelled",
-    ),
-    (
         "2026-11-21-h200x2/q5-d18 CUDA1",
         "--no-op-offload: expert outputs copied back from the CPU are not modelled",
     ),
@@ -54,7 +46,6 @@ const KNOWN_UNDER: &[(&str, &str)] = &[
         "2026-11-21-h200x2/q5-d27 CUDA0",
         "-ngl 30 on an MoE model: whole layers on the CPU, op-offload fragmentation",
     ),
-    ("2026-11-21b-h200x2/q5-d69 CUDA0", "--no-kv-offload: K/V copied from system RAM during the FFN phase"),
 ];
 
 struct Compared {

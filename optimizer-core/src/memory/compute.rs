@@ -20,7 +20,9 @@
 //! when routed experts live in system RAM and the micro-batch is at least 32 tokens
 //! (`GGML_OP_OFFLOAD_MIN_BATCH`, ggml-cuda.cu:5928); *GPU FFN* (masks + activations) on a device whose
 //! layers run their FFN there; *output* (logits + activations) on the output device. Pipeline
-//! parallelism adds three more copies of every input (4 scheduler copies, `GGML_SCHED_MAX_COPIES`).
+//! parallelism adds three more copies of every input (4 scheduler copies, `GGML_SCHED_MAX_COPIES`),
+//! flagged as outputs so that ggml-alloc never frees them: all four copies of the masks are still
+//! allocated in the output phase (ggml-backend.cpp:1519-1528).
 //!
 //! Kernel choice follows an NVIDIA GPU with tensor cores (Turing or newer): the prompt graph's flash
 //! attention uses the MMA kernel, which converts a quantized K/V cache to F16 (fattn.cu:623-660).
@@ -123,6 +125,9 @@ struct Activations {
     /// output GPU and the others.
     pp_rows_output: u64,
     pp_rows: u64,
+    /// Pipeline parallelism, output phase: `n_embd × 4`-byte rows per token besides the logits and
+    /// the four copies of the masks (they replace `out_embd_rows` and `pp_rows_output` there).
+    pp_out_rows: u64,
 }
 
 const fn k(n: u64) -> u64 {
@@ -149,6 +154,7 @@ const QWEN3NEXT: Activations = Activations {
     single_gpu_masks_at_output: false,
     pp_rows_output: 17,
     pp_rows: 12,
+    pp_out_rows: 12,
 };
 
 /// gpt-oss (sliding window, MXFP4 experts): rows oss-*.
@@ -165,12 +171,15 @@ const GPT_OSS: Activations = Activations {
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
     attn_with_copy: k(68),
-    ffn_gpu: 0,
+    // four [n_ff_exp, n_expert_used] f32 rows (4 × 2,880 × 4 × 4 bytes = 180 KiB) and a little: the
+    // gate/up products, their biases and the SwiGLU, fitted on oss-d11/d26/d27 CUDA0 (experts on the GPU)
+    ffn_gpu: k(185),
     out_embd_rows: 1,
     out_last_layer: 0,
     single_gpu_masks_at_output: false,
     pp_rows_output: 12,
     pp_rows: 12,
+    pp_out_rows: 10,
 };
 
 /// deepseek2 (MLA; GLM-4.7-Flash): rows glm-*.
@@ -193,6 +202,7 @@ const DEEPSEEK2: Activations = Activations {
     single_gpu_masks_at_output: true,
     pp_rows_output: 23,
     pp_rows: 12,
+    pp_out_rows: 9,
 };
 
 /// Dense transformers (llama, qwen3, and the fallback for architectures not calibrated): rows q8b-*,
@@ -216,6 +226,7 @@ const DENSE: Activations = Activations {
     single_gpu_masks_at_output: true,
     pp_rows_output: 12,
     pp_rows: 12,
+    pp_out_rows: 9,
 };
 
 fn activations(arch: &Architecture) -> (&'static Activations, bool) {
@@ -480,8 +491,14 @@ pub fn compute_buffer(
         phases.push(p);
     }
     if offload {
+        // With --no-kv-offload the attention of every layer reads its K/V from system RAM: the scheduler
+        // copies them in as split inputs, allocated at the start of their split (ggml-backend.cpp:1654-1672).
+        // Whether ggml-alloc can reuse that block for the expert copy depends on the order of the splits;
+        // q5-d69 (-112 MiB without it, +28 with it) says it cannot always, so it is counted here too: a
+        // conservative term, the exact overlap is not modelled.
         let mut p = Phase::new("offloaded FFN")
             .exact("KQ masks", v.masks)
+            .exact("K/V read from system RAM (--no-kv-offload)", v.kv_from_host)
             .exact("op-offload copy of a CPU-resident weight", copy1);
         p = if two_copies {
             p.exact("op-offload copy kept by fragmentation", copy2).calibrated(
@@ -516,7 +533,16 @@ pub fn compute_buffer(
     if placement.output == device {
         let logits = Bytes(4 * model.n_vocab * g.outputs);
         let mut p = Phase::new("output").exact("logits", logits);
-        if g.devices.len() == 1 {
+        if g.pipeline {
+            // the pipeline-parallel copies of the graph's inputs are flagged as outputs so that
+            // ggml-alloc never frees them, and are allocated first as leafs (ggml-backend.cpp:1519-1528,
+            // 1704-1729): all four copies of the masks are still allocated at the output, unlike
+            // without pipeline parallelism, where the masks are dead by then
+            p = p.exact("KQ masks, 4 pipeline-parallel copies", Bytes(4 * v.masks.get())).calibrated(
+                &label("activations and pipeline-parallel input copies"),
+                per_token(act.pp_out_rows * embd),
+            );
+        } else if g.devices.len() == 1 {
             if act.single_gpu_masks_at_output {
                 p = p.exact("KQ masks", v.masks);
             }
@@ -531,15 +557,23 @@ pub fn compute_buffer(
         }
         phases.push(p);
     }
-    let Some(mut best) = phases.into_iter().max_by_key(Phase::total) else {
+    if g.pipeline {
+        // the output phase already holds the four copies of the masks (above)
+        let rows = if placement.output == device { act.pp_rows_output } else { act.pp_rows };
+        phases = phases
+            .into_iter()
+            .map(|p| {
+                if p.name == "output" {
+                    return p;
+                }
+                p.exact("pipeline-parallel copies of the masks", Bytes(3 * v.masks.get()))
+                    .calibrated(&label("pipeline-parallel input copies"), per_token(rows * embd))
+            })
+            .collect();
+    }
+    let Some(best) = phases.into_iter().max_by_key(Phase::total) else {
         return ComputeEstimate::Estimated { phase: "none".to_owned(), parts: Vec::new() };
     };
-    if g.pipeline {
-        let rows = if placement.output == device { act.pp_rows_output } else { act.pp_rows };
-        best = best
-            .exact("pipeline-parallel copies of the masks", Bytes(3 * v.masks.get()))
-            .calibrated(&label("pipeline-parallel input copies"), per_token(rows * embd));
-    }
     ComputeEstimate::Estimated { phase: best.name.to_owned(), parts: best.parts }
 }
 
