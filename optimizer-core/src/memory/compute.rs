@@ -128,6 +128,11 @@ struct Activations {
     /// Pipeline parallelism, output phase: `n_embd × 4`-byte rows per token besides the logits and
     /// the four copies of the masks (they replace `out_embd_rows` and `pp_rows_output` there).
     pp_out_rows: u64,
+    /// Attention phase on a GPU other than the first whose attention layers read their K/V cache from
+    /// another GPU: halves of one layer's K/V copy live at the peak (0: not modelled for the family),
+    /// and the activations per token that go with it (they replace `attn`/`attn_beyond` there).
+    remote_kv_halves: u64,
+    remote_kv_attn: u64,
 }
 
 const fn k(n: u64) -> u64 {
@@ -154,6 +159,8 @@ const QWEN3NEXT: Activations = Activations {
     single_gpu_masks_at_output: false,
     pp_rows_output: 17,
     pp_rows: 12,
+    remote_kv_halves: 0,
+    remote_kv_attn: 0,
     pp_out_rows: 12,
 };
 
@@ -179,6 +186,10 @@ const GPT_OSS: Activations = Activations {
     single_gpu_masks_at_output: false,
     pp_rows_output: 12,
     pp_rows: 12,
+    // one and a half copies of a layer's K/V and 43 KiB per token: fitted on oss-d01/d10/d15/d16 and
+    // oss-l01/l02 CUDA1 (q8_0 and F16 caches, 65,536 and 131,072 cells, -ub 64 to 2048)
+    remote_kv_halves: 3,
+    remote_kv_attn: k(43),
     pp_out_rows: 10,
 };
 
@@ -202,6 +213,8 @@ const DEEPSEEK2: Activations = Activations {
     single_gpu_masks_at_output: true,
     pp_rows_output: 23,
     pp_rows: 12,
+    remote_kv_halves: 0,
+    remote_kv_attn: 0,
     pp_out_rows: 9,
 };
 
@@ -226,6 +239,8 @@ const DENSE: Activations = Activations {
     single_gpu_masks_at_output: true,
     pp_rows_output: 12,
     pp_rows: 12,
+    remote_kv_halves: 0,
+    remote_kv_attn: 0,
     pp_out_rows: 9,
 };
 
@@ -454,6 +469,27 @@ pub fn compute_buffer(
         }
     });
     let mine: Vec<usize> = (0..g.dense.len()).filter(|&il| g.dense[il] == device).collect();
+    // A layer's KV cache lives on the device -ngl/-ts give the layer (llama-kv-cache.cpp:217), while -ot can
+    // move its attention weights to another GPU: the attention then runs there and the scheduler copies
+    // that layer's K and V in as split inputs (ggml-backend.cpp:1510-1536).
+    let remote_kv = if context.kv_offload {
+        mine.iter()
+            .filter(|&&il| model.layers[il].has_kv && placement.layers.get(il).is_some_and(|l| *l != device))
+            .map(|&il| {
+                let layer = &model.layers[il];
+                let cells = u64::from(if layer.is_swa {
+                    context.swa_size.unwrap_or(context.kv_size)
+                } else {
+                    context.kv_size
+                }) * u64::from(context.n_stream);
+                Bytes(row(context.type_k, layer.n_embd_k_gqa).saturating_mul(cells))
+                    + Bytes(row(context.type_v, layer.n_embd_v_gqa).saturating_mul(cells))
+            })
+            .max()
+            .unwrap_or(Bytes::ZERO)
+    } else {
+        Bytes::ZERO
+    };
     let offload = first && settings.op_offload && t >= 32 && !g.cpu_weights.is_empty();
     let copy1 = g.cpu_weights.first().copied().unwrap_or(Bytes::ZERO);
     let copy2 = g.cpu_weights.iter().copied().find(|&b| b < copy1).unwrap_or(Bytes::ZERO);
@@ -475,6 +511,12 @@ pub fn compute_buffer(
                     .calibrated(&label("activations"), per_token(act.attn_with_copy));
             } else if first {
                 p = p.calibrated(&label("activations"), per_token(act.attn_first));
+            } else if act.remote_kv_halves > 0 && remote_kv > Bytes::ZERO {
+                let extra = Bytes(remote_kv.get() / 2 * act.remote_kv_halves.saturating_sub(2));
+                p = p
+                    .exact("K/V copied from the GPU that holds the layer's cache", remote_kv)
+                    .calibrated(&label("a second K/V copy, partly live"), extra)
+                    .calibrated(&label("activations"), per_token(act.remote_kv_attn));
             } else {
                 let knee = if act.attn_knee > 0 { t.min(act.attn_knee) } else { t };
                 let a = act.attn.saturating_mul(knee) + act.attn_beyond.saturating_mul(t - knee);
