@@ -425,7 +425,11 @@ impl LogParser {
         } else if let Some(g) = after(line, "sched_reserve: graph").and_then(parse_graph) {
             self.log.graph = Some(g);
         } else if let Some(n) = after(line, "llama_context: n_ctx_seq") {
-            self.log.n_ctx_seq = n.trim_start_matches([' ', '=']).trim().parse().ok();
+            // `n_ctx_seq = N`; the warning `n_ctx_seq (N) < n_ctx_train (M) -- …` that follows it
+            // below the training context must not erase it
+            if let Ok(v) = n.trim_start_matches([' ', '=']).trim().parse() {
+                self.log.n_ctx_seq = Some(v);
+            }
         } else if let Some(copies) = after(line, "sched copies = ") {
             self.log.sched_copies = copies.trim().parse().ok();
         } else if let Some(f) = after(line, "common_params_fit_impl:   - ").and_then(parse_fit_layers) {

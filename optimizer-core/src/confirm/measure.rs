@@ -414,10 +414,19 @@ pub fn describe_fit_choice(choice: &[FitLayers]) -> String {
         .join(", ")
 }
 
+/// What `--fit` placed: its layer counts, or, when it loaded without logging any (its targets were
+/// met by llama.cpp's default placement: common/fit.cpp "no changes needed"), that.
+fn fit_placement(c: &FitComparison) -> String {
+    if c.fit_choice.is_empty() && c.fit.is_some() {
+        return "llama.cpp's default placement (--fit changed nothing)".to_string();
+    }
+    describe_fit_choice(&c.fit_choice)
+}
+
 /// The comparison as a Markdown table: one row per fact, the proven placement beside `--fit`.
 pub fn render_fit_comparison(c: &FitComparison) -> String {
     let mut rows: Vec<(String, String, String)> = vec![
-        ("Placement".to_string(), c.placement.clone(), describe_fit_choice(&c.fit_choice)),
+        ("Placement".to_string(), c.placement.clone(), fit_placement(c)),
         ("Result".to_string(), "fits".to_string(), c.fit_result.clone()),
     ];
     let left = |m: Option<&Measurement>, device: &str| {

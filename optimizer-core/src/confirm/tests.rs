@@ -392,3 +392,10 @@ fn older_build_line_format() {
     let log = parse_lines(&["build: 4589 (1d1e6a9a) with cc (GCC) 13.2.0 for x86_64-linux-gnu"]);
     assert_eq!(log.build, Some(BuildInfo { number: 4589, commit: "1d1e6a9a".into() }));
 }
+
+#[test]
+fn n_ctx_seq_below_the_training_context() {
+    // glm8-l01 runs at 131,072 of GLM-4.7-Flash's 202,752: llama.cpp warns after the value
+    let log = parse_log(&real_log("2026-11-21-h200x2", "glm-l01"));
+    assert_eq!(log.n_ctx_seq, Some(131_072));
+}
