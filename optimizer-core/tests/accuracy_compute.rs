@@ -9,7 +9,8 @@
 //! than 64 MiB): at least 95 % of the device rows within max(32 MiB, 3 %), and an under-prediction of
 //! more than 64 MiB only on the rows listed in [`KNOWN_UNDER`], each with its reason. A new row below
 //! the bar fails the test. The constants were fitted on these same rows (docs/accuracy.md says so):
-//! the figures are in-sample.
+//! the figures are in-sample, except the session-4 dry runs ([`HELD_OUT_SESSION`]), measured after the
+//! terms for their families were fixed.
 //!
 //! The per-row table in docs/accuracy-rows.md is generated from this test; it fails when the committed
 //! table differs. Regenerate it with `SPLITPLAN_WRITE_ACCURACY=1 cargo test -p optimizer-core --test
@@ -46,8 +47,14 @@ const KNOWN_UNDER: &[(&str, &str)] = &[
     ),
 ];
 
+/// The session measured after the terms for the under-predicted families were fixed (matrix.toml's
+/// "session 4" rows, written before they were measured): a held-out test, reported on its own line.
+const HELD_OUT_SESSION: &str = "2026-11-22b-";
+
 struct Compared {
     id: String,
+    /// A dry run (`llama-fit-params`), not a real load.
+    dry: bool,
     device: String,
     predicted: f64,
     measured: f64,
@@ -115,6 +122,7 @@ fn compare_all() -> Vec<Compared> {
                     let (bytes, phase) = compute_of(&p, &d.name).unwrap_or((Bytes::ZERO, "missing".into()));
                     out.push(Compared {
                         id: row.id.clone(),
+                        dry: true,
                         device: d.name.clone(),
                         predicted: bytes.mib_floor() as f64,
                         measured: d.compute_mib as f64,
@@ -149,6 +157,7 @@ fn compare_all() -> Vec<Compared> {
                     let (bytes, phase) = compute_of(&p, name).unwrap_or((Bytes::ZERO, "missing".into()));
                     out.push(Compared {
                         id: row.id.clone(),
+                        dry: false,
                         device: name.to_owned(),
                         predicted: bytes.get() as f64 / MIB as f64,
                         measured: b.size.get() as f64 / MIB as f64,
@@ -189,11 +198,15 @@ fn render(all: &[Compared]) -> String {
          optimizer-core --test accuracy_compute`); docs/accuracy.md explains it. MiB; dry runs as llama.cpp \
          prints them (whole MiB), real loads to 0.01 MiB. `ok` = within max(32 MiB, 3 %).\n\n",
     );
-    let groups: [(&str, Filter); 4] = [
+    let groups: [(&str, Filter); 5] = [
         ("all", Box::new(|_| true)),
-        ("GPUs, real llama-server loads", Box::new(|c| !c.id.contains("-d") && c.device != "Host")),
-        ("GPUs, dry runs", Box::new(|c| c.id.contains("-d") && c.device != "Host")),
+        ("GPUs, real llama-server loads", Box::new(|c| !c.dry && c.device != "Host")),
+        ("GPUs, dry runs", Box::new(|c| c.dry && c.device != "Host")),
         ("Host", Box::new(|c| c.device == "Host")),
+        (
+            "GPUs, held out: session 4 dry runs (2026-11-22b)",
+            Box::new(|c| c.id.starts_with(HELD_OUT_SESSION) && c.device != "Host"),
+        ),
     ];
     md.push_str("| rows | n | within | median abs err | p95 abs err | worst under | worst over |\n|---|---:|---:|---:|---:|---:|---:|\n");
     for (name, f) in &groups {
