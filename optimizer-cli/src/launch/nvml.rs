@@ -40,7 +40,9 @@ impl GpuSampler {
                     d.pci_info().map(|p| p.bus_id).unwrap_or_default(),
                     Bytes::new(m.total),
                     Bytes::new(m.free),
-                    Bytes::new(m.used),
+                    // NVML's v2 `used` leaves out the driver's reserved memory (about 600 MiB on
+                    // an H200); what is not free is what llama.cpp and the user can no longer have
+                    Bytes::new(m.total.saturating_sub(m.free)),
                 ))
             })
             .collect();
