@@ -339,6 +339,15 @@ pub struct ConfirmArgs {
     #[arg(long)]
     pub apply: bool,
 
+    /// The advice_test_plan.md whose results table for this profile is filled in
+    ///
+    /// [default: advice_test_plan.md beside models.conf, when it exists (`splitplan advise` writes
+    /// it)]. The proven suggestion's table (A or B, else a table of its own) is replaced, with the
+    /// `--fit` comparison under it when there is one; nothing else in the file changes, and the
+    /// previous version is kept as .bak.
+    #[arg(long, value_name = "FILE")]
+    pub advice: Option<PathBuf>,
+
     /// Print JSON instead of the results table (schema: docs/json.md, "confirm")
     #[arg(long)]
     pub json: bool,

@@ -116,6 +116,35 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
+fn the_advice_documents_results_table_is_filled_in_with_a_backup() {
+    let env = Env::new();
+    let table = "| Metric | Value |\n|--------|-------|\n| Launches used | |\n";
+    let doc = format!(
+        "# Advice\n\n### 1.1 `[big]` Big model\n\n#### Test results\n\n##### Suggestion A (aggressive)\n{table}\n\
+         ##### Suggestion B (moderate)\n{table}\n#### Choice\n\n### 1.2 `[other]`\n\n#### Test results\n\n\
+         ##### Suggestion A (aggressive)\n{table}"
+    );
+    let path = env.dir.path().join("advice_test_plan.md");
+    std::fs::write(&path, &doc).unwrap();
+    let out = env.run(&["big", "--speed-runs", "1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("filled in the test results of [big]"), "{stderr}");
+    let filled = std::fs::read_to_string(&path).unwrap();
+    let big = &filled[..filled.find("### 1.2").unwrap()];
+    assert!(
+        big.contains(
+            "##### Suggestion A (aggressive)\n| Metric | Value |\n|--------|-------|\n| Launches used | 1 |"
+        ),
+        "{filled}"
+    );
+    assert!(big.contains(&format!("##### Suggestion B (moderate)\n{table}")), "{filled}");
+    assert!(filled.ends_with(&doc[doc.find("### 1.2").unwrap()..]), "the other profile changed:\n{filled}");
+    assert_eq!(std::fs::read_to_string(env.dir.path().join("advice_test_plan.md.bak")).unwrap(), doc);
+    assert_eq!(env.conf(), CONF);
+}
+
+#[test]
 fn compare_fit_launches_llama_cpp_fit_between_two_launches_of_the_placement() {
     let env = Env::new();
     let out = env.run(&["big", "--compare-fit", "--speed-runs", "2"]);
@@ -161,7 +190,9 @@ fn a_placement_that_fits_is_proven_in_one_launch() {
 }
 
 /// CUDA1 holds 8 layers and the output layer (780 MiB): 262,144 tokens of KV (2,560 MiB) do not
-/// fit its 3,200 MiB, 196,608 (1,920 MiB, with 100 MiB of compute and the 200 MiB pool) do.
+/// fit its 3,200 MiB, 196,608 (1,920 MiB, with 100 MiB of compute and the 200 MiB pool) do, with
+/// 200 MiB left: the tests that use it keep 128 MiB free on each GPU (`--margin 128`), not the
+/// profile's 1,024 on CUDA1.
 fn tight(env: Env) -> Env {
     env.set("FAKE_LLAMA_FREE_MIB", "24080,3200")
         .set("FAKE_LLAMA_KV_MIB_PER_1K", "60")
@@ -171,7 +202,7 @@ fn tight(env: Env) -> Env {
 #[test]
 fn out_of_memory_steps_the_context_down_and_leaves_models_conf_alone() {
     let env = tight(Env::new());
-    let out = env.run(&["big"]);
+    let out = env.run(&["big", "--margin", "128"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("out of memory on CUDA1 (the KV cache, asked for"), "{stderr}");
@@ -186,9 +217,24 @@ fn out_of_memory_steps_the_context_down_and_leaves_models_conf_alone() {
 }
 
 #[test]
+fn a_margin_missed_at_the_peak_is_not_proven() {
+    // the profile's --fit-target 128,1024: 196,608 keeps 200 MiB on CUDA1, 131,072 keeps 840 MiB
+    let env = tight(Env::new());
+    let out = env.run(&["big"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("survived, but CUDA1 kept only 200 MiB free at the peak, below its 1,024 MiB margin"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no placement of the ladder fits: 3 launch(es), every one failed"), "{stderr}");
+    assert_eq!(env.conf(), CONF);
+}
+
+#[test]
 fn apply_writes_the_proven_placement_to_that_profile_only() {
     let env = tight(Env::new());
-    let out = env.run(&["big", "--apply"]);
+    let out = env.run(&["big", "--apply", "--margin", "128"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let conf = env.conf();
     assert_eq!(conf, CONF.replacen("CTX_SIZE=262144", "CTX_SIZE=196608", 1));
@@ -313,7 +359,7 @@ fn a_launch_template_runs_the_server() {
 #[test]
 fn json_output() {
     let env = tight(Env::new());
-    let out = env.run(&["big", "--json", "--no-cache"]);
+    let out = env.run(&["big", "--json", "--no-cache", "--margin", "128"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"]["verdict"], "proven");

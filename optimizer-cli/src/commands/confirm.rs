@@ -22,6 +22,7 @@ use optimizer_core::confirm::{
 };
 use optimizer_core::plan::PlanOptions;
 use optimizer_core::profile::{self, ProfileChanges};
+use optimizer_core::render::advice_fill::{ResultsSlot, fill_results};
 use optimizer_core::settings::{CtxSize, ServerSettings};
 use optimizer_core::units::Bytes;
 use serde::Serialize;
@@ -84,7 +85,7 @@ pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
         })
     };
     let run = match run {
-        Err(e) => return interrupted(&e).map_or(Err(e), Ok),
+        Err(e) => return interrupted(&e).ok_or(e),
         Ok(r) => r,
     };
     let comparison = match (args.compare_fit, run.verdict) {
@@ -92,13 +93,29 @@ pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
             let c = compare_fit(&inputs, &run, rung, &mut launcher, &progress);
             progress.finish();
             match c {
-                Err(e) => return interrupted(&e).map_or(Err(e), Ok),
+                Err(e) => return interrupted(&e).ok_or(e),
                 Ok(c) => Some(c),
             }
         }
         _ => None,
     };
     report(&inputs, &run, comparison.as_ref(), args, printer)
+}
+
+/// One launch of `--compare-fit`, its log named `name`.
+fn spec<'a>(inputs: &'a Inputs, rung: &'a Rung, index: Option<usize>, name: &str) -> LaunchSpec<'a> {
+    LaunchSpec {
+        program: &inputs.program,
+        base_args: &inputs.base_args,
+        rung,
+        rung_index: index,
+        model: inputs.launch_model.clone(),
+        host: inputs.host.clone(),
+        log_path: inputs.log_dir.join(format!("{}-{name}.log", inputs.log_stem)),
+        load_timeout: inputs.load_timeout,
+        request: inputs.request,
+        grace: inputs.grace,
+    }
 }
 
 /// `--compare-fit`: llama.cpp's `--fit` on the same command (the placement flags replaced by
@@ -127,20 +144,6 @@ fn compare_fit(
         ubatch_size: rung.ubatch_size,
         predicted: Vec::new(),
     };
-    fn spec<'a>(inputs: &'a Inputs, rung: &'a Rung, index: Option<usize>, name: &str) -> LaunchSpec<'a> {
-        LaunchSpec {
-            program: &inputs.program,
-            base_args: &inputs.base_args,
-            rung,
-            rung_index: index,
-            model: inputs.launch_model.clone(),
-            host: inputs.host.clone(),
-            log_path: inputs.log_dir.join(format!("{}-{name}.log", inputs.log_stem)),
-            load_timeout: inputs.load_timeout,
-            request: inputs.request,
-            grace: inputs.grace,
-        }
-    }
     let fit_spec = spec(inputs, &fit_rung, None, "fit");
     progress.line(&format!("compare: {}; log: {}", fit_rung.label, fit_spec.log_path.display()));
     let fit = launcher.launch(&fit_spec, progress)?;
@@ -187,7 +190,7 @@ fn busy_check(busy: &[BusyProcess], allow: bool, printer: &Printer) -> Result<()
                 b.gpu_name,
                 b.pid,
                 b.name.as_ref().map_or_else(String::new, |n| format!(" ({n})")),
-                b.used.map_or_else(String::new, |u| format!(", {:#}", u))
+                b.used.map_or_else(String::new, |u| format!(", {u:#}"))
             )
         })
         .collect::<Vec<_>>()
@@ -836,7 +839,7 @@ fn report(
         if r.nvml.is_empty() {
             notes.push("no NVML: VRAM from the memory breakdown at exit".to_string());
         }
-        let table = render_results_table(&TestResult {
+        let result = TestResult {
             title,
             launches: run.launches.len(),
             ooms,
@@ -844,7 +847,14 @@ fn report(
             request_tokens: r.request_tokens,
             ctx_size: ctx,
             notes,
-        });
+        };
+        let table = render_results_table(&result);
+        let slot = match (inputs.ladder.aggressive, inputs.ladder.moderate) {
+            (a, _) if a == p.rung => ResultsSlot::Aggressive,
+            (_, Some(b)) if b == p.rung => ResultsSlot::Moderate,
+            _ => ResultsSlot::Other(rung.label.clone()),
+        };
+        fill_advice(inputs, args, &slot, &result, comparison, printer);
         let calibration_file = store_calibration(inputs, r, &m, printer);
         if args.apply {
             applied = apply(inputs, rung, printer)?;
@@ -914,6 +924,60 @@ fn report(
             );
             Ok(Outcome::No)
         }
+    }
+}
+
+/// Fills in the proven suggestion's results table of advice_test_plan.md (`--advice`, else the one
+/// beside models.conf when it exists), atomically with a backup. The measurement is already printed,
+/// so a problem here is a warning.
+fn fill_advice(
+    inputs: &Inputs,
+    args: &ConfirmArgs,
+    slot: &ResultsSlot,
+    result: &TestResult,
+    comparison: Option<&FitComparison>,
+    printer: &Printer,
+) {
+    let Some(profile) = &inputs.profile else { return };
+    let path = if let Some(p) = &args.advice {
+        p.clone()
+    } else {
+        let p = profile.path.parent().unwrap_or(Path::new("")).join("advice_test_plan.md");
+        if !p.is_file() {
+            return;
+        }
+        p
+    };
+    let doc = match std::fs::read_to_string(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            printer.message(
+                Level::Warning,
+                &format!("could not read '{}': {e}; results not filled in", path.display()),
+            );
+            return;
+        }
+    };
+    let extra = comparison.map(|c| {
+        format!(
+            "Beside llama.cpp `--fit` (confirm --compare-fit: the placement, `--fit`, the placement again):\n\n{}",
+            render_fit_comparison(c)
+        )
+    });
+    match fill_results(&doc, &profile.id, slot, result, extra.as_deref()) {
+        Ok(filled) => match crate::files::write_with_backup(&path, &filled) {
+            Ok(bak) => printer.message(
+                Level::Note,
+                &format!(
+                    "filled in the test results of [{}] in {}{}",
+                    profile.id,
+                    path.display(),
+                    bak.map_or_else(String::new, |b| format!(" (the previous version is {})", b.display()))
+                ),
+            ),
+            Err(e) => printer.message(Level::Warning, &format!("{e:#}; results not filled in")),
+        },
+        Err(e) => printer.message(Level::Warning, &format!("{}: {e}; results not filled in", path.display())),
     }
 }
 

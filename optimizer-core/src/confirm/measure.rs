@@ -121,7 +121,7 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) })
 }
 
 impl Measurement {
@@ -272,6 +272,12 @@ pub struct TestResult {
 /// under a level-4 heading.
 pub fn render_results_table(result: &TestResult) -> String {
     results_table(4, &result.title, &results_rows(result))
+}
+
+/// The results table of a confirmed placement under a heading of `level` with `title` (the
+/// title inside `result` is not used): the form advice_test_plan.md takes.
+pub fn render_results_section(level: usize, title: &str, result: &TestResult) -> String {
+    results_table(level, title, &results_rows(result))
 }
 
 /// The results table with nothing measured yet, for the user (or `confirm`) to fill in: the same

@@ -33,6 +33,6 @@ pub use log::{
 pub use measure::{
     DeviceMeasurement, Discrepancy, FitComparison, GpuReading, Measurement, PeakSource, SPEED_PREDICT_TOKENS,
     SPEED_PROMPT_TOKENS, SpeedRun, TestResult, compare, describe_fit_choice, measure, median,
-    render_empty_results_table, render_fit_comparison, render_results_table,
+    render_empty_results_table, render_fit_comparison, render_results_section, render_results_table,
 };
 pub use outcome::{Classification, ExitKind, LaunchFacts, Phase, classify};

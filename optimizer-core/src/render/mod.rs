@@ -6,12 +6,14 @@
 //! - `profile`: a plan as models.conf lines.
 //! - `bar`: a GPU's memory as a stacked bar of plain characters.
 //! - `plan`: the plan command's report, as text and JSON.
-//! - `advice`: advice_test_plan.md, the user's review document, as markdown.
+//! - `advice`: advice_test_plan.md, the user's review document, as markdown; `advice_fill`: its results tables
+//!   filled in with what `confirm` measured.
 //! - `inspect`, `gpus`, `memory`: one file per command's report, each with a text and a JSON renderer; the JSON
 //!   comes from the report's serde structs, whose fields are the documented schema (docs/json.md), in a
 //!   fixed order.
 
 pub mod advice;
+pub mod advice_fill;
 pub mod bar;
 mod command;
 pub mod gpus;
