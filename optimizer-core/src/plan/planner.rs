@@ -574,7 +574,7 @@ impl<'m> Planner<'m> {
             .collect();
         let mut last: Option<(Placement, Evaluation, Vec<String>, Vec<String>)> = None;
         let (mut p, use_gpus) = self.search(&budgets, floor_bytes)?;
-        for _ in 0..MAX_TIGHTEN {
+        for round in 0..MAX_TIGHTEN {
             let (_, placement_args) = self.placement_args(&p);
             let settings = self.settings_with(&placement_args)?;
             let eval = self.eval.evaluate(&settings, &margins)?;
@@ -583,6 +583,17 @@ impl<'m> Planner<'m> {
             last = Some((p.clone(), eval, placement_args, args));
             if over.iter().all(|&o| o <= 0) {
                 break;
+            }
+            // Without any -ot, llama.cpp runs several GPUs as a pipeline (llama-context.cpp:432-437),
+            // which prompt processing gains much from and which takes compute memory the search's
+            // costs leave out. Tightening would pin an expert tensor with -ot and lose the pipeline:
+            // a neighbouring -ts split that still needs no -ot is tried first.
+            if round == 0
+                && settings.overrides.is_empty()
+                && let Some(q) = self.pipeline_neighbour(&p, &use_gpus, &budgets, &margins)?
+            {
+                p = q;
+                continue;
             }
             // The costs disagreed with the prediction (compute buffers move with the placement):
             // shrink the budgets of the GPUs that are over and fill the same dense split again, so
@@ -646,6 +657,65 @@ impl<'m> Planner<'m> {
             fit_target_form: None,
             n_cpu_moe_form,
         })
+    }
+
+    /// The fastest placement with every tensor on its own layer's GPU (no `-ot`, so pipeline
+    /// parallel) whose dense split moves one boundary of `p`'s by up to three layers and which
+    /// keeps every margin under the full prediction; `None` when there is none.
+    fn pipeline_neighbour(
+        &mut self,
+        p: &Placement,
+        use_gpus: &[usize],
+        budgets: &[i64],
+        margins: &[Bytes],
+    ) -> Result<Option<Placement>, PlanError> {
+        let base = split_of(p);
+        if base.cpu_prefix > 0 || use_gpus.len() < 2 {
+            return Ok(None);
+        }
+        let costs = self.costs(use_gpus)?;
+        let n = self.hardware.gpus.len();
+        let masked: Vec<i64> = (0..n).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
+        let mut best: Option<(f64, Placement)> = None;
+        for pair in use_gpus.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            for delta in [1i64, -1, 2, -2, 3, -3] {
+                let mut split = base.clone();
+                let (Some(ca), Some(cb)) = (
+                    usize::try_from(i64::try_from(split.counts[a]).unwrap_or(0) + delta).ok(),
+                    usize::try_from(i64::try_from(split.counts[b]).unwrap_or(0) - delta).ok(),
+                ) else {
+                    continue;
+                };
+                if ca == 0 || cb == 0 {
+                    continue;
+                }
+                split.counts[a] = ca;
+                split.counts[b] = cb;
+                // every expert on its own layer's GPU: the budgets ignored, the full prediction decides
+                let roomy: Vec<i64> = masked.iter().map(|&m| if m > 0 { i64::MAX / 4 } else { 0 }).collect();
+                let Some(q) = fill(&costs, &roomy, &split, &self.names) else { continue };
+                if !q.experts_with_layers(self.model) {
+                    continue;
+                }
+                let (_, args) = self.placement_args(&q);
+                let settings = self.settings_with(&args)?;
+                if !settings.overrides.is_empty() {
+                    continue;
+                }
+                let eval = self.eval.evaluate(&settings, margins)?;
+                if !eval.gpus.iter().all(|g| g.fits()) {
+                    continue;
+                }
+                let resolved = self.resolve(&eval.prediction);
+                let speed =
+                    predict_speed(self.model, &resolved, &self.speed_inputs(&settings), &self.options.speed);
+                if best.as_ref().is_none_or(|(s, _)| speed.decode_tps > *s) {
+                    best = Some((speed.decode_tps, q));
+                }
+            }
+        }
+        Ok(best.map(|(_, q)| q))
     }
 
     /// Per-tensor devices of a memory prediction, for the speed model.

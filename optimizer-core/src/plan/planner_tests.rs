@@ -160,6 +160,26 @@ fn qwen3_coder_next_on_the_emulated_pair() {
     assert!(fit.memory.gpus[0].left() < 128 * 1024 * 1024);
 }
 
+/// GLM-4.7-Flash Q8_0 at 131,072 tokens fits on the emulated pair whole. The search's costs
+/// leave out pipeline parallelism, which llama.cpp turns on only without any `-ot`
+/// (llama-context.cpp:432-437): its first choice (`-ts 30,18`) then misses CUDA1's margin under
+/// the full prediction. The plan moves the boundary (`-ts 31,17`) rather than pinning an expert
+/// tensor with `-ot`, which would turn the pipeline off (docs/validation.md: llama.cpp's own
+/// pipelined split processed a 32,768-token prompt 1.6x faster than an `-ot` plan).
+#[test]
+fn a_whole_model_on_the_gpus_keeps_the_pipeline() {
+    let model = fixture("GLM-4.7-Flash/GLM-4.7-Flash-Q8_0.gguf");
+    let s = ServerSettings::from_args(&args(
+        "-fa on -ctk q8_0 -ctv q8_0 -np 1 -c 131072 -b 2048 -ub 512 --fit-target 128,1024",
+    ))
+    .unwrap();
+    let set = plan(&model, &s, &h200_pair(), &PlanOptions::default()).unwrap();
+    let a = &set.aggressive;
+    assert!(a.memory.fits_gpus(), "{:?}", a.memory.gpus);
+    assert!(!a.placement_args.iter().any(|x| x == "-ot"), "{:?}", a.placement_args);
+    insta::assert_snapshot!(a.placement_args.join(" "), @"-ngl 48 -ts 31,17 --fit off");
+}
+
 /// GLM-4.7-Flash Q4_K_M (18 GB) at a bench context fits on the 24 GB GPU alone: one GPU, every
 /// tensor on it, `-sm none`.
 #[test]
