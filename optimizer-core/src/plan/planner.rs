@@ -664,58 +664,59 @@ impl<'m> Planner<'m> {
     /// keeps every margin under the full prediction; `None` when there is none.
     fn pipeline_neighbour(
         &mut self,
-        p: &Placement,
+        from: &Placement,
         use_gpus: &[usize],
         budgets: &[i64],
         margins: &[Bytes],
     ) -> Result<Option<Placement>, PlanError> {
-        let base = split_of(p);
+        let base = split_of(from);
         if base.cpu_prefix > 0 || use_gpus.len() < 2 {
             return Ok(None);
         }
         let costs = self.costs(use_gpus)?;
-        let n = self.hardware.gpus.len();
-        let masked: Vec<i64> = (0..n).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
+        let n_gpus = self.hardware.gpus.len();
+        let masked: Vec<i64> =
+            (0..n_gpus).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
         let mut best: Option<(f64, Placement)> = None;
         for pair in use_gpus.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
+            let (left, right) = (pair[0], pair[1]);
             for delta in [1i64, -1, 2, -2, 3, -3] {
                 let mut split = base.clone();
                 let (Some(ca), Some(cb)) = (
-                    usize::try_from(i64::try_from(split.counts[a]).unwrap_or(0) + delta).ok(),
-                    usize::try_from(i64::try_from(split.counts[b]).unwrap_or(0) - delta).ok(),
+                    usize::try_from(i64::try_from(split.counts[left]).unwrap_or(0) + delta).ok(),
+                    usize::try_from(i64::try_from(split.counts[right]).unwrap_or(0) - delta).ok(),
                 ) else {
                     continue;
                 };
                 if ca == 0 || cb == 0 {
                     continue;
                 }
-                split.counts[a] = ca;
-                split.counts[b] = cb;
+                split.counts[left] = ca;
+                split.counts[right] = cb;
                 // every expert on its own layer's GPU: the budgets ignored, the full prediction decides
                 let roomy: Vec<i64> = masked.iter().map(|&m| if m > 0 { i64::MAX / 4 } else { 0 }).collect();
-                let Some(q) = fill(&costs, &roomy, &split, &self.names) else { continue };
-                if !q.experts_with_layers(self.model) {
+                let Some(cand) = fill(&costs, &roomy, &split, &self.names) else { continue };
+                if !cand.experts_with_layers(self.model) {
                     continue;
                 }
-                let (_, args) = self.placement_args(&q);
+                let (_, args) = self.placement_args(&cand);
                 let settings = self.settings_with(&args)?;
                 if !settings.overrides.is_empty() {
                     continue;
                 }
                 let eval = self.eval.evaluate(&settings, margins)?;
-                if !eval.gpus.iter().all(|g| g.fits()) {
+                if !eval.gpus.iter().all(super::budget::GpuUse::fits) {
                     continue;
                 }
                 let resolved = self.resolve(&eval.prediction);
                 let speed =
                     predict_speed(self.model, &resolved, &self.speed_inputs(&settings), &self.options.speed);
-                if best.as_ref().is_none_or(|(s, _)| speed.decode_tps > *s) {
-                    best = Some((speed.decode_tps, q));
+                if best.as_ref().is_none_or(|(fastest, _)| speed.decode_tps > *fastest) {
+                    best = Some((speed.decode_tps, cand));
                 }
             }
         }
-        Ok(best.map(|(_, q)| q))
+        Ok(best.map(|(_, cand)| cand))
     }
 
     /// Per-tensor devices of a memory prediction, for the speed model.
