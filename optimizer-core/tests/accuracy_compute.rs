@@ -21,7 +21,7 @@ mod support;
 use std::fmt::Write as _;
 
 use optimizer_core::confirm::BufferKind as LoggedKind;
-use optimizer_core::memory::{GpuAtLoad, MemoryPrediction, Predictor, Runner};
+use optimizer_core::memory::{GpuAtLoad, MemoryPrediction, Predictor, Runner, uncalibrated};
 use optimizer_core::settings::ServerSettings;
 use optimizer_core::units::{Bytes, MIB};
 
@@ -80,6 +80,8 @@ struct Compared {
     predicted: f64,
     measured: f64,
     phase: String,
+    /// The largest shortfall `memory::uncalibrated` warns of for this row's configuration.
+    warned: Option<Bytes>,
 }
 
 impl Compared {
@@ -100,6 +102,11 @@ fn predict(row: &Row, argv: &[String], gpus: &[GpuAtLoad], runner: Runner) -> Me
     Predictor::new(models::model(&row.model))
         .predict_as(&settings, gpus, runner)
         .unwrap_or_else(|e| panic!("{}: predict: {e}", row.id))
+}
+
+fn warned(row: &Row, argv: &[String], p: &MemoryPrediction) -> Option<Bytes> {
+    let settings = ServerSettings::from_args(argv).ok()?;
+    uncalibrated(models::model(&row.model), &settings, p).iter().map(|u| u.worst_under).max()
 }
 
 fn compute_of(p: &MemoryPrediction, device: &str) -> Option<(Bytes, String)> {
@@ -139,6 +146,7 @@ fn compare_all() -> Vec<Compared> {
             "dry" => {
                 let free: Vec<(&str, u64)> = DRY_RUN_FREE_MIB.iter().copied().take(row.gpus).collect();
                 let p = predict(row, &row.argv, &gpus(&free), Runner::FitParamsDryRun);
+                let warned = warned(row, &row.argv, &p);
                 for d in &row.devices {
                     let (bytes, phase) = compute_of(&p, &d.name).unwrap_or((Bytes::ZERO, "missing".into()));
                     out.push(Compared {
@@ -148,6 +156,7 @@ fn compare_all() -> Vec<Compared> {
                         predicted: bytes.mib_floor() as f64,
                         measured: d.compute_mib as f64,
                         phase,
+                        warned,
                     });
                 }
             }
@@ -173,6 +182,7 @@ fn compare_all() -> Vec<Compared> {
                 let free: Vec<(&str, u64)> =
                     launch.model_devices.iter().map(|d| (d.name.as_str(), d.free.mib_floor())).collect();
                 let p = predict(row, &argv, &gpus(&free), Runner::LlamaServer);
+                let warned = warned(row, &argv, &p);
                 for b in launch.buffers.iter().filter(|b| b.kind == LoggedKind::Compute) {
                     let name = if b.buffer == "CUDA_Host" { "Host" } else { b.buffer.as_str() };
                     let (bytes, phase) = compute_of(&p, name).unwrap_or((Bytes::ZERO, "missing".into()));
@@ -183,6 +193,7 @@ fn compare_all() -> Vec<Compared> {
                         predicted: bytes.get() as f64 / MIB as f64,
                         measured: b.size.get() as f64 / MIB as f64,
                         phase,
+                        warned,
                     });
                 }
             }
@@ -328,5 +339,34 @@ fn every_known_exception_is_still_an_exception() {
             "{key} ({why}) is now within {:+.1} MiB: remove it from KNOWN_UNDER",
             c.err()
         );
+    }
+}
+
+/// Every GPU row under-predicted by more than 64 MiB is in a configuration `memory::uncalibrated`
+/// warns of, by at least that much: what `splitplan memory` tells the user is what was measured.
+/// And no row of the planner's own kind of configuration is warned of.
+#[test]
+fn the_uncalibrated_notice_covers_every_row_under_the_bar() {
+    let all = compare_all();
+    let mut warned_rows = 0;
+    for c in all.iter().filter(|c| c.device != "Host") {
+        if c.err() < -64.0 {
+            let w = c.warned.unwrap_or_else(|| {
+                panic!("{} {}: under by {:.0} MiB, not warned of", c.id, c.device, -c.err())
+            });
+            assert!(
+                -c.err() <= w.get() as f64 / MIB as f64,
+                "{} {}: under by {:.0} MiB, the notice says up to {w:#}",
+                c.id,
+                c.device,
+                -c.err()
+            );
+        }
+        warned_rows += usize::from(c.warned.is_some());
+    }
+    assert!(warned_rows > 0);
+    // the held-out planner loads (plain -ngl all, op offload on, KV offloaded) are never warned of
+    for c in all.iter().filter(|c| c.id.contains("-p0")) {
+        assert!(c.warned.is_none(), "{} {}: a planner configuration warned of", c.id, c.device);
     }
 }

@@ -42,13 +42,17 @@ pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
     }
     let prediction = memory::predict(&model, &target.settings, &settings::gpus_at_load(&machine.hardware))?;
     let path = target.model.display().to_string();
-    let report = MemoryReport::new(
+    let mut report = MemoryReport::new(
         &prediction,
         &target.settings,
         &machine.hardware,
         &path,
         target.profile.as_ref().map(|p| p.id.as_str()),
     );
+    report.uncalibrated = memory::uncalibrated(&model, &target.settings, &prediction);
+    for u in &report.uncalibrated {
+        printer.message(Level::Warning, &u.message());
+    }
     printer.data(&if args.json { render::json(&report) } else { render::text(&report) })?;
     if report.fits == Some(false) {
         let over: Vec<String> = report

@@ -33,6 +33,7 @@ mod output;
 mod overhead;
 mod overrides;
 mod recurrent;
+mod uncalibrated;
 mod weights;
 
 use serde::Serialize;
@@ -44,6 +45,7 @@ pub use host::{HostMemory, HostWeightsBuffer, MappedSpan, PromptCacheBudget};
 pub use output::OutputBuffer;
 pub use overhead::{AFTER_LOAD, Overhead, overhead};
 pub use overrides::OverrideMatcher;
+pub use uncalibrated::{Uncalibrated, uncalibrated};
 pub use weights::{CUDA_ALIGNMENT, HOST_ALIGNMENT, MATRIX_ROW_PADDING, cuda_tensor_size, host_tensor_size};
 
 use crate::model::ModelDescription;

@@ -44,6 +44,9 @@ pub struct MemoryReport {
     /// `true` when every GPU holds what it is given with the compute buffers counted, `false` when
     /// some GPU is over even without them, `null` when only the compute buffers decide.
     pub fits: Option<bool>,
+    /// Configurations the compute model is known to under-predict that this one falls in
+    /// (`memory::uncalibrated`); empty for every configuration the planner emits.
+    pub uncalibrated: Vec<crate::memory::Uncalibrated>,
 }
 
 /// One row of the breakdown. MiB are rounded down, as llama.cpp prints them (`bytes / 2^20`,
@@ -233,6 +236,7 @@ impl MemoryReport {
             },
             gpus,
             fits,
+            uncalibrated: Vec::new(),
         }
     }
 }
