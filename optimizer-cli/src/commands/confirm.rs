@@ -160,10 +160,9 @@ fn compare_fit(
     let again_class = classify(&again.facts, &again.log);
     progress.finish();
     progress.line(&format!("  {} ({:.0} s)", again_class.summary(), again.elapsed.as_secs_f64()));
-    let r = &first.report;
-    let mut plan_speed = r.speed.clone();
+    let mut plan_speed = first.report.speed.clone();
     plan_speed.extend(again.speed.iter().copied());
-    let plan = measure(&r.log, &r.nvml, r.prompt, r.decode).with_speed(&plan_speed);
+    let plan = first.measured.clone().with_speed(&plan_speed);
     let fit_measured = (fit_class == Classification::Fits)
         .then(|| measure(&fit.log, &fit.nvml, fit.prompt, fit.decode).with_speed(&fit.speed));
     Ok(FitComparison {
@@ -523,6 +522,9 @@ struct LaunchRecord {
     request_tokens: u64,
     #[serde(skip)]
     report: LaunchReport,
+    /// What the launch measured (its speed runs included), read once from `report`.
+    #[serde(skip)]
+    measured: Measurement,
 }
 
 /// What the search did.
@@ -547,18 +549,7 @@ fn search(
     while let Some(rung_index) = search.next() {
         let rung = &inputs.ladder.rungs[rung_index];
         let attempt = launches.len() + 1;
-        let spec = LaunchSpec {
-            program: &inputs.program,
-            base_args: &inputs.base_args,
-            rung,
-            rung_index: Some(rung_index),
-            model: inputs.launch_model.clone(),
-            host: inputs.host.clone(),
-            log_path: inputs.log_dir.join(format!("{}-launch{attempt}.log", inputs.log_stem)),
-            load_timeout: inputs.load_timeout,
-            request: inputs.request,
-            grace: inputs.grace,
-        };
+        let spec = spec(inputs, rung, Some(rung_index), &format!("launch{attempt}"));
         progress.line(&format!(
             "launch {attempt} (at most {}): rung {}/{n}, {}; log: {}",
             search.budget() + 1,
@@ -582,7 +573,9 @@ fn search(
             );
         }
         let gpus = gpu_names(inputs, &report);
-        let headroom = if hints { headroom(inputs, &report) } else { None };
+        let measured =
+            measure(&report.log, &report.nvml, report.prompt, report.decode).with_speed(&report.speed);
+        let headroom = if hints { headroom(inputs, &gpus, &measured) } else { None };
         let outcome = class.to_outcome(&gpus, headroom);
         let outcome = if hints {
             outcome.map(|o| with_predicted_deficit(o, &rung.predicted, &gpus, &report))
@@ -599,7 +592,7 @@ fn search(
             })
         };
         // a launch that survived but kept less than the margin free is not proven
-        let below = (class == Classification::Fits).then(|| below_margin(inputs, &report)).flatten();
+        let below = (class == Classification::Fits).then(|| below_margin(inputs, &gpus, &measured)).flatten();
         let outcome = match &below {
             Some(b) => Some(optimizer_core::bisect::Outcome::Fails {
                 shortfall: Some(optimizer_core::bisect::Shortfall {
@@ -632,6 +625,7 @@ fn search(
             elapsed_s: (report.elapsed.as_secs_f64() * 10.0).round() / 10.0,
             request_tokens: report.request_tokens,
             report,
+            measured,
         };
         launches.push(record);
         match outcome {
@@ -700,10 +694,8 @@ impl BelowMargin {
 }
 
 /// The first GPU that kept less than its margin free at the peak (NVML or the breakdown at exit).
-fn below_margin(inputs: &Inputs, report: &LaunchReport) -> Option<BelowMargin> {
-    let m = measure(&report.log, &report.nvml, report.prompt, report.decode);
-    let names = gpu_names(inputs, report);
-    names.iter().enumerate().find_map(|(i, name)| {
+fn below_margin(inputs: &Inputs, gpus: &[String], m: &Measurement) -> Option<BelowMargin> {
+    gpus.iter().enumerate().find_map(|(i, name)| {
         let left = m.devices.iter().find(|d| &d.device == name)?.left?;
         let margin = inputs.margin(i);
         (left < margin).then(|| BelowMargin { gpu: i, name: name.clone(), left, margin })
@@ -711,11 +703,8 @@ fn below_margin(inputs: &Inputs, report: &LaunchReport) -> Option<BelowMargin> {
 }
 
 /// What each GPU could still take after the worst-case request, its margin deducted.
-fn headroom(inputs: &Inputs, report: &LaunchReport) -> Option<Vec<Bytes>> {
-    let m = measure(&report.log, &report.nvml, report.prompt, report.decode).with_speed(&report.speed);
-    let names = gpu_names(inputs, report);
-    names
-        .iter()
+fn headroom(inputs: &Inputs, gpus: &[String], m: &Measurement) -> Option<Vec<Bytes>> {
+    gpus.iter()
         .enumerate()
         .map(|(i, name)| {
             let d = m.devices.iter().find(|d| &d.device == name)?;
@@ -799,7 +788,7 @@ fn report(
     if let Some(p) = proven {
         let rung = &inputs.ladder.rungs[p.rung];
         let r = &p.report;
-        let m = measure(&r.log, &r.nvml, r.prompt, r.decode).with_speed(&r.speed);
+        let m = p.measured.clone();
         let discrepancies = if rung.predicted.is_empty() {
             Vec::new()
         } else {

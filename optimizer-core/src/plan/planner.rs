@@ -590,7 +590,7 @@ impl<'m> Planner<'m> {
             // a neighbouring -ts split that still needs no -ot is tried first.
             if round == 0
                 && settings.overrides.is_empty()
-                && let Some(q) = self.pipeline_neighbour(&p, &use_gpus, &budgets, &margins)?
+                && let Some(q) = self.pipeline_neighbour(&p, &use_gpus, &margins)?
             {
                 p = q;
                 continue;
@@ -666,7 +666,6 @@ impl<'m> Planner<'m> {
         &mut self,
         from: &Placement,
         use_gpus: &[usize],
-        budgets: &[i64],
         margins: &[Bytes],
     ) -> Result<Option<Placement>, PlanError> {
         let base = split_of(from);
@@ -674,9 +673,10 @@ impl<'m> Planner<'m> {
             return Ok(None);
         }
         let costs = self.costs(use_gpus)?;
-        let n_gpus = self.hardware.gpus.len();
-        let masked: Vec<i64> =
-            (0..n_gpus).map(|g| if use_gpus.contains(&g) { budgets[g] } else { 0 }).collect();
+        // every expert on its own layer's GPU: no limit on the GPUs in use, the full prediction decides
+        let roomy: Vec<i64> = (0..self.hardware.gpus.len())
+            .map(|g| if use_gpus.contains(&g) { i64::MAX / 4 } else { 0 })
+            .collect();
         let mut best: Option<(f64, Placement)> = None;
         for pair in use_gpus.windows(2) {
             let (left, right) = (pair[0], pair[1]);
@@ -693,8 +693,6 @@ impl<'m> Planner<'m> {
                 }
                 split.counts[left] = ca;
                 split.counts[right] = cb;
-                // every expert on its own layer's GPU: the budgets ignored, the full prediction decides
-                let roomy: Vec<i64> = masked.iter().map(|&m| if m > 0 { i64::MAX / 4 } else { 0 }).collect();
                 let Some(cand) = fill(&costs, &roomy, &split, &self.names) else { continue };
                 if !cand.experts_with_layers(self.model) {
                     continue;
