@@ -424,22 +424,24 @@ fn memory_reads_llama_arg_variables_for_a_model_file() {
 }
 
 #[test]
-fn memory_warns_of_a_configuration_it_under_predicts() {
+fn memory_warns_of_a_configuration_whose_terms_are_borrowed() {
     let flags = ["-c", "32768", "-ngl", "99", "-ot", "exps=CPU"];
     let mut with = vec!["memory", GLM_Q8, "--free", "23557,14477", "--json", "--"];
     with.extend(flags);
-    with.push("--no-kv-offload");
+    with.push("--no-op-offload");
     let run = splitplan(&with);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("warning: --no-kv-offload on an MLA model: llama.cpp allocated up to 103 MiB more"),
+        run.stderr.contains(
+            "warning: --no-op-offload with routed experts in system RAM, terms borrowed from qwen3next and \
+             gpt-oss: llama.cpp allocated up to 225 MiB more"
+        ),
         "{}",
         run.stderr
     );
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["uncalibrated"][0]["worst_under_bytes"], 103 * 1024 * 1024);
-    // the same flags with the KV cache offloaded, as the planner plans: no warning
+    assert_eq!(v["uncalibrated"][0]["worst_under_bytes"], 225 * 1024 * 1024);
+    // the same flags with op offload, as the planner plans: no warning
     let mut plain = vec!["memory", GLM_Q8, "--free", "23557,14477", "--json", "--"];
     plain.extend(flags);
     let run = splitplan(&plain);

@@ -133,6 +133,18 @@ struct Activations {
     /// and the activations per token that go with it (they replace `attn`/`attn_beyond` there).
     remote_kv_halves: u64,
     remote_kv_attn: u64,
+    /// Offloaded-FFN phase when whole MoE layers run on the CPU (`-ngl` below every layer): their
+    /// dense matmuls are op-offloaded too, and their activations copied in. A constant plus this per
+    /// token.
+    ffn_offload_cpu_layers_const: u64,
+    ffn_offload_cpu_layers: u64,
+    /// `--no-op-offload` with routed experts in RAM: the CPU's expert outputs `[n_embd, n_expert_used,
+    /// n_tokens]` come back to the GPU that holds the layer (the weighted sum runs there, next to the
+    /// router), and its weighted copy is allocated beside them. Extra bytes per token in the attention
+    /// and the output phases of such a GPU, in hundredths of one expert-output row (`n_embd ×
+    /// n_expert_used × 4` bytes).
+    no_op_attn: u64,
+    no_op_out: u64,
 }
 
 const fn k(n: u64) -> u64 {
@@ -162,6 +174,12 @@ const QWEN3NEXT: Activations = Activations {
     remote_kv_halves: 0,
     remote_kv_attn: 0,
     pp_out_rows: 12,
+    // fitted on the allocation traces of q5-d27, q5-h05 and q5-h06 (fixtures/ground-truth/alloc_peaks.py)
+    ffn_offload_cpu_layers_const: 36 * MIB,
+    ffn_offload_cpu_layers: k(196),
+    // q5-d18, q5-h01 (attention), q5-h02 (output)
+    no_op_attn: 130,
+    no_op_out: 198,
 };
 
 /// gpt-oss (sliding window, MXFP4 experts): rows oss-*.
@@ -191,6 +209,12 @@ const GPT_OSS: Activations = Activations {
     remote_kv_halves: 3,
     remote_kv_attn: k(43),
     pp_out_rows: 10,
+    // fitted on the allocation traces of oss-h03 (fixtures/ground-truth/alloc_peaks.py)
+    ffn_offload_cpu_layers_const: 0,
+    ffn_offload_cpu_layers: k(190),
+    // oss-h01 (output); attention as qwen3next
+    no_op_attn: 130,
+    no_op_out: 250,
 };
 
 /// deepseek2 (MLA; GLM-4.7-Flash): rows glm-*.
@@ -216,6 +240,11 @@ const DEEPSEEK2: Activations = Activations {
     remote_kv_halves: 0,
     remote_kv_attn: 0,
     pp_out_rows: 9,
+    // not measured for this family: the qwen3next and gpt-oss terms, the larger of each
+    ffn_offload_cpu_layers_const: 36 * MIB,
+    ffn_offload_cpu_layers: k(196),
+    no_op_attn: 130,
+    no_op_out: 250,
 };
 
 /// Dense transformers (llama, qwen3, and the fallback for architectures not calibrated): rows q8b-*,
@@ -242,6 +271,11 @@ const DENSE: Activations = Activations {
     remote_kv_halves: 0,
     remote_kv_attn: 0,
     pp_out_rows: 9,
+    // not measured for this family: the qwen3next and gpt-oss terms, the larger of each
+    ffn_offload_cpu_layers_const: 36 * MIB,
+    ffn_offload_cpu_layers: k(196),
+    no_op_attn: 130,
+    no_op_out: 250,
 };
 
 fn activations(arch: &Architecture) -> (&'static Activations, bool) {
@@ -381,6 +415,12 @@ fn device_view(
         }
         let k_elems = layer.n_embd_k_gqa.saturating_mul(cells).saturating_mul(streams);
         let v_elems = layer.n_embd_v_gqa.saturating_mul(cells).saturating_mul(streams);
+        // MLA: V is a view of K's first kv_lora_rank columns. With the cache in system RAM the scheduler
+        // copies the K view and the V view in as two split inputs, each laid out with K's row stride, so
+        // V is no longer a view of the converted K: flash attention converts it too (allocation traces,
+        // glm8-h01: two 38.25 MiB q8_0 copies and a 156 MiB FLASH_ATTN_EXT at 65,536 cells).
+        let mla_rank = model.mla.map(|m| u64::from(m.kv_lora_rank)).filter(|_| layer.n_embd_v_gqa == 0);
+        let mla_v_copied = kv_device == Location::Host && mla_rank.is_some();
         if g.flash_attn {
             // fattn-common.cuh:68-81: an F16 copy of K, and of V unless V is a view of K (MLA)
             let mut c = 0;
@@ -390,6 +430,10 @@ fn device_view(
             if context.type_v != GgmlType::F16 && layer.n_embd_v_gqa > 0 {
                 c += Bytes(2 * v_elems).align_up(128).get();
             }
+            if mla_v_copied && context.type_k != GgmlType::F16 {
+                let rank = mla_rank.unwrap_or(0);
+                c += Bytes(2 * rank.saturating_mul(cells).saturating_mul(streams)).align_up(128).get();
+            }
             f16_kv = f16_kv.max(c);
         } else {
             // llama-graph.cpp:2762-2825: kq = [n_kv, n_tokens/n_stream, n_head, n_stream] f32
@@ -397,7 +441,11 @@ fn device_view(
         }
         if kv_device == Location::Host {
             let kb = row(context.type_k, layer.n_embd_k_gqa).saturating_mul(cells * streams);
-            let vb = row(context.type_v, layer.n_embd_v_gqa).saturating_mul(cells * streams);
+            let vb = if mla_v_copied {
+                kb
+            } else {
+                row(context.type_v, layer.n_embd_v_gqa).saturating_mul(cells * streams)
+            };
             kv_from_host = kv_from_host.max(kb + vb);
         }
     }
@@ -456,7 +504,7 @@ pub fn compute_buffer(
     let per_token = |b: u64| Bytes(b.saturating_mul(t));
     let embd = u64::from(model.n_embd) * 4;
     if device == Location::Host {
-        return host_compute(model, settings, context, &g, embd);
+        return host_compute(model, settings, context, placement, &g, embd);
     }
     let Location::Gpu(gpu) = device else { return ComputeEstimate::NotModelled };
     let first = g.devices.first() == Some(&gpu);
@@ -497,6 +545,19 @@ pub fn compute_buffer(
     let first_layer_in_ram = mine.first().is_some_and(|&il| g.experts_in_ram[il]);
     let any_in_ram = mine.iter().any(|&il| g.experts_in_ram[il]);
     let two_copies = offload && first_layer_in_ram && g.cpu_expert_sizes_differ;
+    // whole MoE layers on the CPU (-ngl below every layer)
+    let cpu_layers =
+        (0..g.dense.len()).any(|il| g.dense[il] == Location::Host && model.layers[il].has_experts);
+    // --no-op-offload: the expert outputs of this GPU's layers come back from the CPU. Not on the first of
+    // several GPUs: in every trace its peak came from its own GPU-expert layers before (q5-d18, q5-h01/h02,
+    // oss-h01 CUDA0), where this term would over-predict by up to 208 MiB.
+    let expert_row = u64::from(model.n_embd) * u64::from(model.n_expert_used) * 4;
+    let first_of_several = first && g.devices.len() > 1;
+    let no_op_here = !settings.op_offload && !first_of_several && mine.iter().any(|&il| g.experts_in_ram[il]);
+    let no_op = |hundredths: u64| {
+        if no_op_here { per_token(expert_row.saturating_mul(hundredths) / 100) } else { Bytes::ZERO }
+    };
+    let no_op_what = label("expert outputs returned from the CPU (--no-op-offload)");
 
     let mut phases = Vec::new();
     if v.has_kv || (!context.kv_offload && !mine.is_empty()) {
@@ -512,7 +573,10 @@ pub fn compute_buffer(
             } else if first {
                 p = p.calibrated(&label("activations"), per_token(act.attn_first));
             } else if act.remote_kv_halves > 0 && remote_kv > Bytes::ZERO {
-                let extra = Bytes(remote_kv.get() / 2 * act.remote_kv_halves.saturating_sub(2));
+                // --swa-full: the sliding-window layers' copies are full-size too and one more half of a
+                // copy stays live (oss-d07: a 68 MiB hole under the flash-attention node)
+                let halves = act.remote_kv_halves + u64::from(settings.swa_full);
+                let extra = Bytes(remote_kv.get() / 2 * halves.saturating_sub(2));
                 p = p
                     .exact("K/V copied from the GPU that holds the layer's cache", remote_kv)
                     .calibrated(&label("a second K/V copy, partly live"), extra)
@@ -530,7 +594,7 @@ pub fn compute_buffer(
                 per_token(if first { act.attn_no_fa_first } else { act.attn_no_fa }),
             );
         }
-        phases.push(p);
+        phases.push(p.calibrated(&no_op_what, no_op(act.no_op_attn)));
     }
     if offload {
         // With --no-kv-offload the attention of every layer reads its K/V from system RAM: the scheduler
@@ -546,6 +610,11 @@ pub fn compute_buffer(
             p.exact("op-offload copy kept by fragmentation", copy2).calibrated(
                 &label("activations"),
                 Bytes(act.ffn_offload_first_const) + per_token(act.ffn_offload_first),
+            )
+        } else if cpu_layers {
+            p.calibrated(
+                &label("activations of the layers on the CPU"),
+                Bytes(act.ffn_offload_cpu_layers_const) + per_token(act.ffn_offload_cpu_layers),
             )
         } else if any_in_ram {
             p.calibrated(&label("activations"), per_token(act.ffn_offload_local))
@@ -597,7 +666,7 @@ pub fn compute_buffer(
                 p = p.calibrated(&label("last layer's expert activations"), per_token(act.out_last_layer));
             }
         }
-        phases.push(p);
+        phases.push(p.calibrated(&no_op_what, no_op(act.no_op_out)));
     }
     if g.pipeline {
         // the output phase already holds the four copies of the masks (above)
@@ -627,6 +696,7 @@ fn host_compute(
     model: &ModelDescription,
     settings: &ServerSettings,
     context: &ResolvedContext,
+    placement: &ResolvedPlacement,
     g: &Graph,
     embd: u64,
 ) -> ComputeEstimate {
@@ -637,28 +707,47 @@ fn host_compute(
     let sliding = model.layers.iter().any(|l| l.has_kv && l.is_swa);
     let masks = Bytes((u64::from(full) * kv + u64::from(sliding) * swa) * t * g.mask_elem);
     let (copies, rows) = if g.pipeline { (4, 10) } else { (1, 4) };
-    let mut parts = vec![
-        ComputePart {
-            what: "KQ masks".to_owned(),
-            bytes: Bytes(masks.get() * copies),
-            basis: ComputeBasis::Exact,
-        },
-        ComputePart {
-            what: "token embeddings and other inputs".to_owned(),
-            bytes: Bytes(rows * embd * t),
-            basis: ComputeBasis::Calibrated,
-        },
+    let part =
+        |what: &str, bytes: u64, basis| ComputePart { what: what.to_owned(), bytes: Bytes(bytes), basis };
+    let inputs = vec![
+        part("KQ masks", masks.get() * copies, ComputeBasis::Exact),
+        part("token embeddings and other inputs", rows * embd * t, ComputeBasis::Calibrated),
     ];
-    if !settings.op_offload && g.experts_in_ram.iter().any(|&r| r) {
-        // without op offload the prompt's expert matmuls of RAM-resident experts run on the CPU and
-        // their activations live here: 126 KiB per token, fitted on q5-d18 (the only such row)
-        parts.push(ComputePart {
-            what: "expert activations computed on the CPU (--no-op-offload)".to_owned(),
-            bytes: Bytes(126 * KIB * t),
-            basis: ComputeBasis::Calibrated,
-        });
+    // Without op offload the prompt's expert matmuls of RAM-resident experts run on the CPU: their
+    // input row, the gate, up and SwiGLU products and the down product are allocated here (allocation
+    // traces q5-d18, q5-h01, q5-h02, oss-h01). The host masks are still live then if some GPU has not yet
+    // copied them in, i.e. its first attention comes after the first such layer; attention runs where
+    // the layer's K/V cache is, or for gpt-oss where its attention weights (the sinks) are.
+    let first_cpu_expert = (0..g.dense.len())
+        .find(|&il| g.experts_in_ram[il] && g.dense[il] != Location::Host && !settings.op_offload);
+    let Some(first_cpu_expert) = first_cpu_expert else {
+        return ComputeEstimate::Estimated { phase: "inputs".to_owned(), parts: inputs };
+    };
+    let attention_on = |il: usize| {
+        if model.architecture == Architecture::GptOss { g.dense[il] } else { placement.layers[il] }
+    };
+    let masks_live = g.devices.iter().any(|&gpu| {
+        let d = Location::Gpu(gpu);
+        (0..model.layers.len())
+            .find(|&il| model.layers[il].has_kv && attention_on(il) == d)
+            .is_some_and(|il| il > first_cpu_expert)
+    });
+    let ff = u64::from(model.n_ff_exp) * u64::from(model.n_expert_used) * 4;
+    let expert_row = u64::from(model.n_embd) * u64::from(model.n_expert_used) * 4;
+    let experts = vec![
+        part("KQ masks", if masks_live { masks.get() } else { 0 }, ComputeBasis::Exact),
+        part(
+            "expert activations computed on the CPU (--no-op-offload)",
+            (expert_row + 3 * ff + 2 * embd) * t,
+            ComputeBasis::Calibrated,
+        ),
+    ];
+    let total = |ps: &[ComputePart]| ps.iter().map(|p| p.bytes).sum::<Bytes>();
+    if total(&experts) > total(&inputs) {
+        ComputeEstimate::Estimated { phase: "CPU experts".to_owned(), parts: experts }
+    } else {
+        ComputeEstimate::Estimated { phase: "inputs".to_owned(), parts: inputs }
     }
-    ComputeEstimate::Estimated { phase: "inputs".to_owned(), parts }
 }
 
 #[cfg(test)]
