@@ -6,9 +6,9 @@
 //! same flags, recorded in the `fit` rows) is compared on every GPU and on the host.
 //!
 //! What the test holds (the bar is p95 within max(32 MiB, 3 %) and no under-prediction larger
-//! than 64 MiB), separately for the rows the constants were fitted on (sessions 1-4: every term was
+//! than 64 MiB), separately for the rows the constants were fitted on (sessions 1-5: every term was
 //! fixed with these rows, the last ones with allocation traces of them, fixtures/ground-truth/
-//! alloc_peaks.py) and for the held-out session 5 ([`HELD_OUT_SESSION`]), measured after: at least 95 %
+//! alloc_peaks.py) and for the held-out session 6 ([`HELD_OUT_SESSION`]), measured after: at least 95 %
 //! of the GPU rows within max(32 MiB, 3 %), and no row under-predicted by more than 64 MiB, on any device.
 //!
 //! The per-row table in docs/accuracy-rows.md is generated from this test; it fails when the committed
@@ -27,10 +27,11 @@ use optimizer_core::units::{Bytes, MIB};
 use support::ground_truth::{self, DRY_RUN_FREE_MIB, Row};
 use support::models;
 
-/// The session measured after every constant was fixed (matrix.toml's "session 5" rows, written into the
+/// The session measured after every constant was fixed (matrix.toml's "session 6" rows, written into the
 /// matrix and committed before they were measured): the held-out test, reported on its own line and held
-/// to the bar on its own.
-const HELD_OUT_SESSION: &str = "2026-11-22c-";
+/// to the bar on its own. (Session 5 was the first such test; 87.5 % of its GPU rows were within
+/// and none under by more than 64 MiB; its misses were then traced and fixed, so it is in-sample now.)
+const HELD_OUT_SESSION: &str = "2026-11-22e-";
 
 struct Compared {
     id: String,
@@ -213,7 +214,7 @@ fn render(all: &[Compared]) -> String {
         ("GPUs, dry runs", Box::new(|c| c.dry && c.device != "Host")),
         ("Host", Box::new(|c| c.device == "Host")),
         (
-            "GPUs, held out: session 5 dry runs (2026-11-22c)",
+            "GPUs, held out: session 6 dry runs (2026-11-22e)",
             Box::new(|c| c.id.starts_with(HELD_OUT_SESSION) && c.device != "Host"),
         ),
     ];
@@ -306,4 +307,26 @@ fn no_measured_configuration_is_warned_of() {
     for c in &all {
         assert!(c.warned.is_none(), "{} {}: measured, yet warned of", c.id, c.device);
     }
+}
+
+/// On an architecture none of whose rows were measured, the borrowed terms are named: GLM's layout
+/// relabelled as qwen3moe, with its experts in RAM and no op offload, or with layers on the CPU.
+#[test]
+fn borrowed_terms_are_warned_of() {
+    let mut model = models::model("glm8").clone();
+    let free = gpus(&DRY_RUN_FREE_MIB);
+    let warn = |model: &optimizer_core::model::ModelDescription, args: &[&str]| {
+        let argv: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let settings = ServerSettings::from_args(&argv).unwrap();
+        let p = Predictor::new(model).predict_as(&settings, &free, Runner::LlamaServer).unwrap();
+        uncalibrated(model, &settings, &p).iter().map(|u| u.worst_under.mib_floor()).collect::<Vec<_>>()
+    };
+    let no_op = ["-c", "32768", "-ngl", "99", "-ot", "exps=CPU", "--no-op-offload"];
+    let cpu_layers = ["-c", "32768", "-ngl", "30"];
+    assert_eq!(warn(&model, &no_op), Vec::<u64>::new(), "deepseek2 was measured");
+    assert_eq!(warn(&model, &cpu_layers), Vec::<u64>::new());
+    model.architecture = optimizer_core::model::Architecture::Qwen3Moe;
+    assert_eq!(warn(&model, &no_op), vec![225]);
+    assert_eq!(warn(&model, &cpu_layers), vec![170]);
+    assert_eq!(warn(&model, &["-c", "32768", "-ngl", "99", "-ot", "exps=CPU"]), Vec::<u64>::new());
 }

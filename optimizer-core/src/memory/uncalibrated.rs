@@ -1,9 +1,9 @@
 //! Configurations whose compute terms are borrowed, not measured: the `--no-op-offload` round trip of
 //! the expert outputs and the activations of whole MoE layers on the CPU were fitted on allocation
-//! traces of qwen3next and gpt-oss only (docs/accuracy.md). On another architecture the prediction uses
-//! their terms and says so, with the largest shortfall llama.cpp showed on those families before the
-//! terms existed, so that nobody plans to the MiB on it. The planner never emits these configurations;
-//! they come from flags a user gives `memory` or `confirm`.
+//! traces of qwen3next, gpt-oss and deepseek2 rows only (docs/accuracy.md). On another MoE architecture
+//! the prediction uses qwen3next's terms and says so, with the largest shortfall llama.cpp showed on
+//! those families before the terms existed, so that nobody plans to the MiB on it. The planner never
+//! emits these configurations; they come from flags a user gives `memory` or `confirm`.
 
 use serde::Serialize;
 
@@ -54,22 +54,25 @@ pub fn uncalibrated(
     let mut out = Vec::new();
     let measured = matches!(
         model.architecture,
-        Architecture::Qwen3Next | Architecture::Qwen35 | Architecture::Qwen35Moe | Architecture::GptOss
+        Architecture::Qwen3Next
+            | Architecture::Qwen35
+            | Architecture::Qwen35Moe
+            | Architecture::GptOss
+            | Architecture::Deepseek2
     );
     if measured {
         return out;
     }
     if on_gpus && !settings.op_offload && experts_in_ram {
         out.push(Uncalibrated {
-            what: "--no-op-offload with routed experts in system RAM, terms borrowed from qwen3next and gpt-oss",
+            what: "--no-op-offload with routed experts in system RAM, terms borrowed from qwen3next",
             worst_under: Bytes::from_mib(225),
             rows: "q5-d18, q5-h01, q5-h02, oss-h01, before the term existed",
         });
     }
     if on_gpus && model.n_expert > 0 && placement.layers.contains(&Location::Host) {
         out.push(Uncalibrated {
-            what: "whole layers of an MoE model on the CPU (-ngl below every layer), terms borrowed from qwen3next and \
-                   gpt-oss",
+            what: "whole layers of an MoE model on the CPU (-ngl below every layer), terms borrowed from qwen3next",
             worst_under: Bytes::from_mib(170),
             rows: "q5-d27, q5-h05, q5-h06, oss-h03, before the term existed",
         });
