@@ -87,6 +87,12 @@ pub enum BisectError {
         /// Rung 0's.
         expected: usize,
     },
+    /// Rungs appended while a rung may still fit.
+    #[error("the ladder can be extended only once every rung failed, but {open} rung(s) are still open or one fits")]
+    NotExhausted {
+        /// The rungs still in question.
+        open: usize,
+    },
 }
 
 /// One launch and what it showed.
@@ -304,6 +310,48 @@ impl Search {
         step.skipped = (self.lo..lo).collect();
         self.lo = lo.min(self.hi);
         self.hinted = headroom.is_some();
+    }
+
+    /// When every rung failed and the last launch ran out of memory (or below its margin) on a
+    /// GPU: that GPU and what the ladder's least resident rung still lacks there, by the
+    /// predictions (the shortfall less what that rung frees against the failed one). `None` while
+    /// the search goes on, once a rung fits, and when the last failure was not out of memory (a
+    /// crash, a GPU the log did not name): more margin would not be known to help.
+    pub fn exhausted_by(&self) -> Option<Shortfall> {
+        if self.next().is_some() || self.verdict() != Verdict::NoneFits {
+            return None;
+        }
+        let step = self.history.last()?;
+        let Outcome::Fails { shortfall: Some(s) } = step.outcome else { return None };
+        let top = self.predicted.last()?;
+        let failed = self.predicted.get(step.rung)?;
+        let freed = failed.get(s.gpu)?.saturating_sub(*top.get(s.gpu)?);
+        Some(Shortfall { gpu: s.gpu, bytes: s.bytes.map(|b| b.saturating_sub(freed)) })
+    }
+
+    /// Appends rungs past the least resident one, each less resident than every rung before
+    /// them, once every rung failed ([`Search::exhausted_by`]): the search goes on over the new
+    /// rungs alone, the first of them launched next, with the launch budget of plain bisection
+    /// over them added.
+    pub fn extend(&mut self, predicted: Vec<Vec<Bytes>>) -> Result<(), BisectError> {
+        let n = self.predicted.len();
+        let open = self.open_range().len() + usize::from(self.retry.is_some());
+        if open > 0 || self.verdict() != Verdict::NoneFits {
+            return Err(BisectError::NotExhausted { open });
+        }
+        let expected = self.predicted[0].len();
+        if let Some((i, p)) = predicted.iter().enumerate().find(|(_, p)| p.len() != expected) {
+            return Err(BisectError::GpuCount { rung: n + i, found: p.len(), expected });
+        }
+        if predicted.is_empty() {
+            return Ok(());
+        }
+        self.budget += launch_budget(predicted.len());
+        self.predicted.extend(predicted);
+        self.lo = n;
+        self.hi = self.predicted.len();
+        self.hinted = true;
+        Ok(())
     }
 
     /// How the search ended (or stands): the most resident rung proven to fit.

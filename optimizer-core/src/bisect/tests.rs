@@ -269,3 +269,59 @@ proptest! {
         prop_assert!(retries <= launch_budget(n) + 1);
     }
 }
+
+#[test]
+fn a_ladder_is_extended_only_once_every_rung_failed() {
+    let mut s = Search::new(ladder(3, 1, 300), 0).unwrap();
+    assert_eq!(s.exhausted_by(), None);
+    assert_eq!(s.extend(ladder(1, 1, 0)), Err(BisectError::NotExhausted { open: 3 }));
+    s.record(0, Outcome::Fits { headroom: None });
+    assert_eq!(s.next(), None);
+    assert_eq!(s.exhausted_by(), None, "a rung fits");
+    assert_eq!(s.extend(ladder(1, 1, 0)), Err(BisectError::NotExhausted { open: 0 }));
+}
+
+#[test]
+fn the_search_goes_on_over_appended_rungs() {
+    // rung 0 lacks 2,000 MiB on GPU 1; rungs 1 and 2 free 300 and 600: skipped, nothing left
+    let mut s = Search::new(ladder(3, 1, 300), 0).unwrap();
+    s.record(0, Outcome::Fails { shortfall: Some(Shortfall { gpu: 1, bytes: Some(mib(2000)) }) });
+    assert_eq!(s.next(), None);
+    assert_eq!(s.verdict(), Verdict::NoneFits);
+    // the last rung still lacks 2,000 − 600 MiB
+    assert_eq!(s.exhausted_by(), Some(Shortfall { gpu: 1, bytes: Some(mib(1400)) }));
+    let budget = s.budget();
+    let more = vec![vec![mib(20_000), mib(18_000)], vec![mib(20_000), mib(17_000)]];
+    assert_eq!(
+        s.extend(vec![vec![mib(1)]]),
+        Err(BisectError::GpuCount { rung: 3, found: 1, expected: 2 })
+    );
+    s.extend(more).unwrap();
+    assert_eq!(s.budget(), budget + launch_budget(2));
+    assert_eq!(s.open_range(), 3..5);
+    assert_eq!(s.next(), Some(3));
+    s.record(3, Outcome::Fails { shortfall: Some(Shortfall { gpu: 1, bytes: Some(mib(500)) }) });
+    assert_eq!(s.next(), Some(4));
+    s.record(4, Outcome::Fits { headroom: Some(vec![mib(5000), mib(5000)]) });
+    // the headroom never sends the search back to the rungs that failed
+    assert_eq!(s.next(), None);
+    assert_eq!(s.verdict(), Verdict::Proven { rung: 4 });
+}
+
+#[test]
+fn no_extension_after_a_failure_that_was_not_out_of_memory() {
+    // a crash, retried, crashes again
+    let mut s = Search::new(ladder(1, 1, 300), 0).unwrap();
+    s.record(0, Outcome::Unknown);
+    s.record(0, Outcome::Unknown);
+    assert_eq!((s.next(), s.verdict()), (None, Verdict::NoneFits));
+    assert_eq!(s.exhausted_by(), None);
+    // out of memory on a GPU the log did not name
+    let mut s = Search::new(ladder(1, 1, 300), 0).unwrap();
+    s.record(0, Outcome::Fails { shortfall: None });
+    assert_eq!(s.exhausted_by(), None);
+    // a size unknown (CUDA at run time): the GPU alone
+    let mut s = Search::new(ladder(1, 1, 300), 0).unwrap();
+    s.record(0, Outcome::Fails { shortfall: Some(Shortfall { gpu: 0, bytes: None }) });
+    assert_eq!(s.exhausted_by(), Some(Shortfall { gpu: 0, bytes: None }));
+}

@@ -42,6 +42,10 @@ pub struct Rung {
     /// llama.cpp's breakdown; empty when unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub predicted: Vec<Bytes>,
+    /// The margin the planner kept free on each GPU for this rung (bytes, in the ladder's GPU
+    /// order); empty when unknown. An extension of the ladder adds to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub margins: Vec<Bytes>,
 }
 
 /// Candidate placements, most GPU-resident first.
@@ -86,6 +90,18 @@ pub enum LadderError {
         /// How many the ladder names.
         expected: usize,
     },
+    /// Margins for a different number of GPUs.
+    #[error("rung {rung} ('{label}') has margins for {found} GPUs, the ladder names {expected}")]
+    MarginCount {
+        /// The rung.
+        rung: usize,
+        /// Its label.
+        label: String,
+        /// How many margins it has.
+        found: usize,
+        /// How many GPUs the ladder names.
+        expected: usize,
+    },
     /// A placement flag that is not one.
     #[error("rung {rung} ('{label}') has '{flag}' among its placement flags, expected only {expected}")]
     NotPlacement {
@@ -111,6 +127,7 @@ impl Ladder {
                 ctx_size: None,
                 ubatch_size: None,
                 predicted: Vec::new(),
+                margins: Vec::new(),
             }],
             aggressive: 0,
             moderate: None,
@@ -136,6 +153,14 @@ impl Ladder {
                     rung: i,
                     label: rung.label.clone(),
                     found: rung.predicted.len(),
+                    expected: self.gpus.len(),
+                });
+            }
+            if !rung.margins.is_empty() && rung.margins.len() != self.gpus.len() {
+                return Err(LadderError::MarginCount {
+                    rung: i,
+                    label: rung.label.clone(),
+                    found: rung.margins.len(),
                     expected: self.gpus.len(),
                 });
             }
@@ -203,6 +228,7 @@ pub fn planned_ladder(
         ctx_size: planned_ctx,
         ubatch_size: None,
         predicted: p.memory.gpus.iter().map(GpuUse::used).collect(),
+        margins: p.margins.clone(),
     };
     let experts = |p: &Plan| {
         format!(
@@ -268,6 +294,7 @@ pub fn planned_ladder(
             ctx_size: Some(ctx),
             ubatch_size: None,
             predicted: e.gpus.iter().map(GpuUse::used).collect(),
+            margins: last_plan.margins.clone(),
         });
     }
     Ok(Ladder {

@@ -145,6 +145,7 @@ fn launch_args_replace_placement_model_host_and_port() {
         ctx_size: Some(196_608),
         ubatch_size: None,
         predicted: vec![],
+        margins: vec![],
     };
     let launch = LaunchArgs {
         model: Some("/data/q.gguf".into()),
@@ -164,8 +165,14 @@ fn launch_args_replace_placement_model_host_and_port() {
     assert!(!s.fit);
 
     // a rung without placement keeps the base's
-    let keep =
-        Rung { label: "own".into(), placement: vec![], ctx_size: None, ubatch_size: None, predicted: vec![] };
+    let keep = Rung {
+        label: "own".into(),
+        placement: vec![],
+        ctx_size: None,
+        ubatch_size: None,
+        predicted: vec![],
+        margins: vec![],
+    };
     let args = launch_args(&base, &keep, &launch);
     assert!(args.join(" ").contains("-ot blk\\.1\\.=CUDA0,exps=CPU"));
     assert!(args.join(" ").contains("--ctx-size 262144"));
