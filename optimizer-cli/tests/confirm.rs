@@ -499,3 +499,92 @@ fn the_ladder_comes_from_the_planner() {
     assert_eq!(v["launches"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["verdict"]["rung"], v["ladder"]["moderate"], "{v}");
 }
+
+/// The profile of a real (header-only) model for the planner's ladder, and the arguments that
+/// confirm it with `--free` claiming `free` MiB per GPU (the fake server has 24,080 and 15,000).
+fn planned(env: &Env, free: &str) -> Vec<String> {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").display().to_string();
+    std::fs::write(
+        env.dir.path().join("planned.conf"),
+        "[q5]\nMODEL=Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf\n\
+         CTX_SIZE=262144\nEXTRA_ARGS=-np 1 -b 2048 -ub 512\n",
+    )
+    .unwrap();
+    ["q5", "--models-conf", "planned.conf", "--models-dir", &models, "--free", free, "--ram", "64G", "--json"]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// `--free` claims 6,000 MiB more on CUDA1 than the fake server has: every rung of the planner's
+/// ladder (up to 3,072 MiB more margin, then context 131,072) would run out of memory there, so
+/// confirm plans more margin on CUDA1 at the planned context, appends the rung and goes on, until
+/// one fits.
+#[test]
+fn the_ladder_is_extended_when_every_rung_runs_out_of_memory() {
+    let env = Env::new();
+    let args = planned(&env, "24080,21000");
+    let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let extension_rungs = v["ladder"]["rungs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["label"].as_str().unwrap().starts_with("extension"))
+        .count();
+    let extensions = v["extensions"].as_array().unwrap();
+    assert!(!extensions.is_empty() && extensions.len() == extension_rungs, "{v}");
+    assert!(v["extension_end"].is_null());
+    let first = &extensions[0];
+    assert_eq!(first["device"], "CUDA1");
+    assert!(first["added"].as_u64().unwrap() >= 512 << 20, "{first}");
+    let rungs = v["ladder"]["rungs"].as_array().unwrap();
+    let ext = &rungs[usize::try_from(first["rung"].as_u64().unwrap()).unwrap()];
+    // at the planned context, CUDA0 with the aggressive plan's margin, CUDA1 with more
+    assert!(ext["ctx_size"].is_null(), "{ext}");
+    assert_eq!(ext["margins"][0], rungs[0]["margins"][0]);
+    assert!(ext["margins"][1].as_u64() > rungs[0]["margins"][1].as_u64(), "{ext}");
+    // the planned ladder fails at its first launch (the out-of-memory size skips the rest)
+    assert_eq!(v["launches"][0]["result"]["result"], "out_of_memory");
+    assert_eq!(v["launches"][0]["result"]["oom"]["device"], "CUDA1");
+    assert_eq!(v["verdict"]["verdict"], "proven");
+    let proven = v["verdict"]["rung"].as_u64().unwrap();
+    assert_eq!(proven, extensions.last().unwrap()["rung"].as_u64().unwrap(), "{v}");
+    assert!(
+        rungs[usize::try_from(proven).unwrap()]["label"].as_str().unwrap().starts_with("extension "),
+        "{v}"
+    );
+    assert!(
+        stderr.contains("note: every rung failed, the last ")
+            && stderr.contains(" short on CUDA1: extension 1 of 4 adds "),
+        "{stderr}"
+    );
+    assert_eq!(v["launches"].as_array().unwrap().len(), 1 + extensions.len(), "{v}");
+}
+
+/// Every launch runs out of memory at its first request (no size logged): the ladder is extended
+/// four times, then confirm fails and says what it tried.
+#[test]
+fn extensions_that_all_run_out_of_memory_end_with_what_was_tried() {
+    let env = Env::new().set("FAKE_LLAMA_MODE", "oom-at-request");
+    let mut args = planned(&env, "24080,21000");
+    args.retain(|a| a != "--json");
+    let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+    for k in 1..=4 {
+        assert!(stderr.contains(&format!("extension {k} of 4 adds ")), "{stderr}");
+    }
+    assert!(stderr.contains("out of memory on CUDA1 (CUDA at run time)"), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: no placement of the ladder fits")).unwrap();
+    assert!(
+        error.contains(
+            "every one failed; the ladder was extended 4 time(s) past its planned rungs (margins: CUDA1 "
+        ),
+        "{error}"
+    );
+    assert!(error.ends_with("and no further: at most 4 extensions are made"), "{error}");
+}

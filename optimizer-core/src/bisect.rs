@@ -25,6 +25,11 @@
 //! to) one or two. An [`Outcome::Unknown`] (port in use, a crash without an out-of-memory line)
 //! is retried once on the same rung, then counted as a failure without a hint; retries are not
 //! counted against the budget.
+//!
+//! When every rung failed and the last failure lacked memory on a GPU ([`Search::exhausted_by`]),
+//! the caller may append less resident rungs ([`Search::extend`]; `confirm` plans them with more
+//! margin on that GPU, [`crate::confirm::extend`]): the search goes on over them alone, with their
+//! own launch budget added.
 
 use std::collections::BTreeSet;
 
@@ -88,7 +93,9 @@ pub enum BisectError {
         expected: usize,
     },
     /// Rungs appended while a rung may still fit.
-    #[error("the ladder can be extended only once every rung failed, but {open} rung(s) are still open or one fits")]
+    #[error(
+        "the ladder can be extended only once every rung failed, but {open} rung(s) are still open or one fits"
+    )]
     NotExhausted {
         /// The rungs still in question.
         open: usize,

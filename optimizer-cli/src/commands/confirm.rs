@@ -16,11 +16,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use optimizer_core::LLAMA_CPP_BUILD;
 use optimizer_core::bisect::{Search, Verdict};
 use optimizer_core::confirm::{
-    BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, FitComparison, Ladder,
-    MeasuredDevice, Measurement, ModelIdentity, Rung, TestResult, calibration, classify, compare, measure,
-    parse_version_output, planned_ladder, render_fit_comparison, render_results_table,
+    BuildInfo, CalibrationCache, CalibrationKey, CalibrationRecord, Classification, Extension, FitComparison,
+    Ladder, LadderExtender, MAX_EXTENSIONS, MeasuredDevice, Measurement, ModelIdentity, Rung, TestResult,
+    calibration, classify, compare, measure, parse_version_output, planned_ladder, render_fit_comparison,
+    render_results_table,
 };
-use optimizer_core::plan::PlanOptions;
+use optimizer_core::model::ModelDescription;
+use optimizer_core::plan::{Hardware, PlanOptions};
 use optimizer_core::profile::{self, ProfileChanges};
 use optimizer_core::render::advice_fill::{ResultsSlot, fill_results};
 use optimizer_core::settings::{CtxSize, ServerSettings};
@@ -55,7 +57,7 @@ pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))
             .context("could not install the Ctrl-C handler that stops llama-server")?;
     }
-    let inputs = Inputs::resolve(args)?;
+    let mut inputs = Inputs::resolve(args)?;
     for note in &inputs.notes {
         printer.message(Level::Note, note);
     }
@@ -76,7 +78,7 @@ pub fn run(args: &ConfirmArgs, printer: &Printer) -> Result<Outcome> {
     }
     let mut launcher = RealLauncher::new(sampler, interrupted);
     let progress = Progress::stderr(args.quiet || args.json);
-    let run = search(&inputs, &mut launcher, &progress, printer);
+    let run = search(&mut inputs, &mut launcher, &progress, printer);
     progress.finish();
     let interrupted = |e: &anyhow::Error| {
         e.is::<Interrupted>().then(|| {
@@ -143,6 +145,7 @@ fn compare_fit(
         ctx_size: rung.ctx_size,
         ubatch_size: rung.ubatch_size,
         predicted: Vec::new(),
+        margins: Vec::new(),
     };
     let fit_spec = spec(inputs, &fit_rung, None, "fit");
     progress.line(&format!("compare: {}; log: {}", fit_rung.label, fit_spec.log_path.display()));
@@ -219,6 +222,9 @@ struct Inputs {
     model_path: PathBuf,
     profile: Option<ProfileFile>,
     ladder: Ladder,
+    /// What the planner's ladder was planned from, to extend it when every rung ran out of
+    /// memory; `None` for a ladder given with `--ladder` or made without the planner.
+    replanner: Option<Replanner>,
     margins: Vec<Bytes>,
     host: String,
     request: RequestPlan,
@@ -229,6 +235,13 @@ struct Inputs {
     cache: Option<CalibrationCache>,
     build: Option<BuildInfo>,
     notes: Vec<String>,
+}
+
+/// The planner's inputs, kept to extend its ladder.
+struct Replanner {
+    model: ModelDescription,
+    hardware: Hardware,
+    extender: LadderExtender,
 }
 
 /// The profile being confirmed, for `--apply`.
@@ -327,6 +340,7 @@ impl Inputs {
             }
             None => DEFAULT_MARGINS_MIB.iter().map(|&m| Bytes::from_mib(m)).collect(),
         };
+        let mut replanner = None;
         let ladder = match &args.ladder {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -337,7 +351,8 @@ impl Inputs {
                 ladder
             }
             None => match planner_ladder(args, &margins) {
-                Ok(l) => {
+                Ok((l, r)) => {
+                    replanner = Some(r);
                     notes.push(format!(
                         "the planner's ladder: {} rungs, from the aggressive plan ({}) to {}",
                         l.rungs.len(),
@@ -380,6 +395,7 @@ impl Inputs {
             model_path,
             profile,
             ladder,
+            replanner,
             margins,
             host,
             request: RequestPlan {
@@ -398,14 +414,19 @@ impl Inputs {
         })
     }
 
+    /// The extensions of the planner's ladder so far.
+    fn extensions(&self) -> Vec<Extension> {
+        self.replanner.as_ref().map_or_else(Vec::new, |r| r.extender.extensions().to_vec())
+    }
+
     fn margin(&self, gpu: usize) -> Bytes {
         self.margins.get(gpu).or(self.margins.last()).copied().unwrap_or(Bytes::ZERO)
     }
 }
 
 /// The planner's ladder for the target: the same inputs as the plan command, the margins of this
-/// run.
-fn planner_ladder(args: &ConfirmArgs, margins: &[Bytes]) -> Result<Ladder> {
+/// run; and those inputs, to extend it.
+fn planner_ladder(args: &ConfirmArgs, margins: &[Bytes]) -> Result<(Ladder, Replanner)> {
     let target = settings::target(
         &args.target,
         None,
@@ -418,7 +439,10 @@ fn planner_ladder(args: &ConfirmArgs, margins: &[Bytes]) -> Result<Ladder> {
     let n = machine.hardware.gpus.len();
     let margins = (0..n).map(|i| margins.get(i).or(margins.last()).copied().unwrap_or(Bytes::ZERO)).collect();
     let options = PlanOptions { margins: Some(margins), pins: target.pins.clone(), ..PlanOptions::default() };
-    Ok(planned_ladder(&model, &target.plan_settings(), &machine.hardware, &options)?)
+    let settings = target.plan_settings();
+    let ladder = planned_ladder(&model, &settings, &machine.hardware, &options)?;
+    let extender = LadderExtender::new(&settings, &options);
+    Ok((ladder, Replanner { model, hardware: machine.hardware, extender }))
 }
 
 /// The ladder without a planner (no GPU found or described, a model that cannot be read): the
@@ -434,6 +458,7 @@ fn default_ladder(settings: &ServerSettings) -> Ladder {
                 ctx_size: Some(step),
                 ubatch_size: None,
                 predicted: Vec::new(),
+                margins: Vec::new(),
             });
         }
     }
@@ -533,20 +558,32 @@ struct SearchRun {
     launches: Vec<LaunchRecord>,
     /// Why the search stopped early, when a launch showed something no placement fixes.
     stopped: Option<String>,
+    /// The ladder's extensions past its last rung, in order.
+    extensions: Vec<Extension>,
+    /// Why the ladder was not extended (further) after every rung failed out of memory.
+    extension_end: Option<String>,
 }
 
-/// Runs the search: asks core which rung to launch, launches it, classifies, records.
+/// Runs the search: asks core which rung to launch, launches it, classifies, records; when every
+/// rung ran out of memory, extends the planner's ladder and goes on.
 fn search(
-    inputs: &Inputs,
+    inputs: &mut Inputs,
     launcher: &mut dyn Launcher,
     progress: &Progress,
     printer: &Printer,
 ) -> Result<SearchRun> {
     let mut search = Search::new(inputs.ladder.predictions(), inputs.ladder.aggressive)?;
     let hints = inputs.ladder.has_predictions();
-    let n = inputs.ladder.rungs.len();
     let mut launches: Vec<LaunchRecord> = Vec::new();
-    while let Some(rung_index) = search.next() {
+    let extension_end = loop {
+        let Some(rung_index) = search.next() else {
+            match extend(inputs, &mut search, printer)? {
+                Extend::Continue => continue,
+                Extend::Stop(why) => break why,
+            }
+        };
+        let inputs = &*inputs;
+        let n = inputs.ladder.rungs.len();
         let rung = &inputs.ladder.rungs[rung_index];
         let attempt = launches.len() + 1;
         let spec = spec(inputs, rung, Some(rung_index), &format!("launch{attempt}"));
@@ -631,11 +668,64 @@ fn search(
         match outcome {
             Some(o) => search.record(rung_index, o),
             None => {
-                return Ok(SearchRun { verdict: search.verdict(), launches, stopped: Some(class.summary()) });
+                return Ok(SearchRun {
+                    verdict: search.verdict(),
+                    launches,
+                    stopped: Some(class.summary()),
+                    extensions: inputs.extensions(),
+                    extension_end: None,
+                });
             }
         }
-    }
-    Ok(SearchRun { verdict: search.verdict(), launches, stopped: None })
+    };
+    Ok(SearchRun {
+        verdict: search.verdict(),
+        launches,
+        stopped: None,
+        extensions: inputs.extensions(),
+        extension_end,
+    })
+}
+
+/// What [`extend`] decided.
+enum Extend {
+    /// A rung was appended: the search goes on.
+    Continue,
+    /// The search is over; why the ladder was not extended, when it was tried.
+    Stop(Option<String>),
+}
+
+/// When every rung failed and the last failure lacked memory on a GPU (out of memory, or below
+/// its margin at the peak): plans a rung with more margin there and appends it to the ladder and
+/// the search, with a note. Not for a ladder given with `--ladder` or made without the planner,
+/// nor after a failure more memory would not be known to fix (a crash, a hang).
+fn extend(inputs: &mut Inputs, search: &mut Search, printer: &Printer) -> Result<Extend> {
+    let (Some(lacked), Some(r)) = (search.exhausted_by(), inputs.replanner.as_mut()) else {
+        return Ok(Extend::Stop(None));
+    };
+    let from = inputs.ladder.rungs.len();
+    let e = match r.extender.extend(&r.model, &r.hardware, &mut inputs.ladder, lacked) {
+        Ok(e) => e,
+        Err(e) => return Ok(Extend::Stop(Some(e.to_string()))),
+    };
+    search.extend(inputs.ladder.predictions()[from..].to_vec())?;
+    let short = e.shortfall.map_or_else(
+        || format!("short of memory on {} (by how much is unknown)", e.device),
+        |b| format!("{b:#} short on {}", e.device),
+    );
+    printer.message(
+        Level::Note,
+        &format!(
+            "every rung failed, the last {short}: extension {} of {MAX_EXTENSIONS} adds {:#} to the margin there \
+             ({:#}), rung {}: {}",
+            r.extender.extensions().len(),
+            e.added,
+            e.margins.get(e.gpu).copied().unwrap_or(Bytes::ZERO),
+            e.rung + 1,
+            e.placement,
+        ),
+    );
+    Ok(Extend::Continue)
 }
 
 /// An out-of-memory failure measures only what the failing allocation lacked; the buffers llama.cpp
@@ -748,6 +838,10 @@ struct ConfirmJson<'a> {
     ladder: &'a Ladder,
     verdict: Verdict,
     stopped: Option<&'a str>,
+    /// The ladder's extensions past its planned rungs.
+    extensions: &'a [Extension],
+    /// Why the ladder was not extended (further) after every rung failed out of memory.
+    extension_end: Option<&'a str>,
     launches: &'a [LaunchRecord],
     proven: Option<Proven<'a>>,
     /// `--compare-fit`: llama.cpp's `--fit` beside the proven placement.
@@ -873,6 +967,8 @@ fn report(
             ladder: &inputs.ladder,
             verdict: run.verdict,
             stopped: run.stopped.as_deref(),
+            extensions: &run.extensions,
+            extension_end: run.extension_end.as_deref(),
             launches: &run.launches,
             proven,
             fit_comparison: comparison,
@@ -902,8 +998,9 @@ fn report(
             printer.message(
                 Level::Error,
                 &format!(
-                    "no placement of the ladder fits: {} launch(es), every one failed{}",
+                    "no placement of the ladder fits: {} launch(es), every one failed{}{}",
                     run.launches.len(),
+                    extensions_tried(&run.extensions, run.extension_end.as_deref()),
                     if inputs.ladder.rungs.len() == 1 {
                         " (the ladder has one rung: give more with --ladder)"
                     } else {
@@ -914,6 +1011,24 @@ fn report(
             Ok(Outcome::No)
         }
     }
+}
+
+/// What the extensions of the ladder tried, for the final error: each GPU's margin in turn, and
+/// why there was no further one.
+fn extensions_tried(extensions: &[Extension], end: Option<&str>) -> String {
+    let Some(end) = end else { return String::new() };
+    if extensions.is_empty() {
+        return format!("; the ladder could not be extended: {end}");
+    }
+    let steps = extensions
+        .iter()
+        .map(|e| format!("{} {:#}", e.device, e.margins.get(e.gpu).copied().unwrap_or(Bytes::ZERO)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "; the ladder was extended {} time(s) past its planned rungs (margins: {steps}) and no further: {end}",
+        extensions.len()
+    )
 }
 
 /// Fills in the proven suggestion's results table of advice_test_plan.md (`--advice`, else the one
@@ -1139,6 +1254,7 @@ mod tests {
         Inputs {
             program: Program::Binary("llama-server".into()),
             ladder: default_ladder(&settings),
+            replanner: None,
             base_args: base,
             settings,
             launch_model: None,
@@ -1176,7 +1292,7 @@ mod tests {
             decode: Vec::new(),
         };
         let printer = Printer::from_env();
-        let run = search(&inputs(262_144), &mut l, &Progress::silent(), &printer).unwrap();
+        let run = search(&mut inputs(262_144), &mut l, &Progress::silent(), &printer).unwrap();
         // plain bisection (no predictions): 0 fails, then the midpoint of the rest
         assert_eq!(l.launched, [0, 1]);
         assert_eq!(run.verdict, Verdict::Proven { rung: 1 });
@@ -1191,7 +1307,7 @@ mod tests {
             seen: Vec::new(),
             decode: Vec::new(),
         };
-        let run = search(&inputs(262_144), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
+        let run = search(&mut inputs(262_144), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
         assert_eq!(l.launched, [0]);
         assert_eq!(run.verdict, Verdict::NoneFits);
         assert!(run.stopped.unwrap().contains("--bogus"));
@@ -1205,7 +1321,7 @@ mod tests {
             seen: Vec::new(),
             decode: Vec::new(),
         };
-        let run = search(&inputs(131_072), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
+        let run = search(&mut inputs(131_072), &mut l, &Progress::silent(), &Printer::from_env()).unwrap();
         assert_eq!(l.launched, [0, 0]);
         assert_eq!(run.verdict, Verdict::Proven { rung: 0 });
         let _ = LaunchLog::default();
@@ -1230,7 +1346,7 @@ I common_params_fit_impl:   - CUDA1 (NVIDIA H200): 30 layers (23 overflowing),  
         inputs.margins = vec![Bytes::from_mib(128), Bytes::from_mib(1024)];
         inputs.ladder.gpus = vec!["CUDA0".into(), "CUDA1".into()];
         let progress = Progress::silent();
-        let run = search(&inputs, &mut l, &progress, &Printer::from_env()).unwrap();
+        let run = search(&mut inputs, &mut l, &progress, &Printer::from_env()).unwrap();
         assert_eq!(run.verdict, Verdict::Proven { rung: 0 });
         let c = compare_fit(&inputs, &run, 0, &mut l, &progress).unwrap();
         // the proven rung, --fit, the proven rung again

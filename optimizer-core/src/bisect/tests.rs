@@ -292,10 +292,7 @@ fn the_search_goes_on_over_appended_rungs() {
     assert_eq!(s.exhausted_by(), Some(Shortfall { gpu: 1, bytes: Some(mib(1400)) }));
     let budget = s.budget();
     let more = vec![vec![mib(20_000), mib(18_000)], vec![mib(20_000), mib(17_000)]];
-    assert_eq!(
-        s.extend(vec![vec![mib(1)]]),
-        Err(BisectError::GpuCount { rung: 3, found: 1, expected: 2 })
-    );
+    assert_eq!(s.extend(vec![vec![mib(1)]]), Err(BisectError::GpuCount { rung: 3, found: 1, expected: 2 }));
     s.extend(more).unwrap();
     assert_eq!(s.budget(), budget + launch_budget(2));
     assert_eq!(s.open_range(), 3..5);

@@ -42,13 +42,15 @@ pub struct Extension {
     pub margins: Vec<Bytes>,
     /// The rung appended (an index into the ladder's rungs).
     pub rung: usize,
+    /// Its placement in words (`experts of 46 layers on the GPUs (28,152 MiB)`).
+    pub placement: String,
 }
 
 /// Why a ladder is not extended (further).
 #[derive(Debug, thiserror::Error)]
 pub enum ExtendError {
     /// The extensions are spent.
-    #[error("the ladder was extended {max} times already, the most allowed")]
+    #[error("at most {max} extensions are made")]
     Limit {
         /// [`MAX_EXTENSIONS`].
         max: usize,
@@ -72,7 +74,7 @@ pub enum ExtendError {
         /// Its margin.
         margin: Bytes,
         /// What the planner said.
-        plan: PlanError,
+        plan: Box<PlanError>,
     },
     /// More margin moves nothing more off the GPU.
     #[error(
@@ -97,6 +99,8 @@ pub struct LadderExtender {
     settings: ServerSettings,
     options: PlanOptions,
     step: Bytes,
+    /// The margins of the last extension.
+    margins: Option<Vec<Bytes>>,
     done: Vec<Extension>,
 }
 
@@ -107,6 +111,7 @@ impl LadderExtender {
             settings: settings.clone(),
             options: options.clone(),
             step: FIRST_EXTENSION_STEP,
+            margins: None,
             done: Vec::new(),
         }
     }
@@ -116,11 +121,13 @@ impl LadderExtender {
         &self.done
     }
 
-    /// Appends to `ladder` a rung planned with more margin on the GPU of `shortfall`: at least
-    /// what it lacked and at least the current step (512 MiB at first, doubling with every
-    /// extension), on top of the least resident rung's margins, at that rung's context and
-    /// micro-batch. The step doubles until the plan differs from every rung of the ladder and
-    /// holds less on that GPU than the least resident rung, at most [`MAX_REPLANS`] times.
+    /// Appends to `ladder` a rung planned with more margin on the GPU of `shortfall` (what the
+    /// least resident rung still lacked there): the least resident rung's margin on that GPU plus
+    /// at least that shortfall and at least the current step (512 MiB at first, doubling with
+    /// every extension); the other GPUs keep the aggressive plan's margins and what earlier
+    /// extensions added to them; at the ladder's planned context and micro-batch. The step
+    /// doubles until the plan differs from every rung of the ladder and uses on that GPU no more
+    /// than the least resident rung less its shortfall, at most eight times.
     pub fn extend(
         &mut self,
         model: &ModelDescription,
@@ -138,24 +145,35 @@ impl LadderExtender {
         }
         let device = ladder.gpus.get(gpu).cloned().unwrap_or_else(|| hardware.gpus[gpu].backend_name());
         let top = ladder.rungs.last().cloned().ok_or(ExtendError::Empty)?;
-        let base = self.base_margins(&top, n);
+        let first = ladder.rungs.get(ladder.aggressive).unwrap_or(&top).clone();
+        // The other GPUs keep the margins they had: the aggressive plan's, and what earlier
+        // extensions added to them. The one that ran out starts from the least resident rung's.
+        let mut base = self.margins.clone().unwrap_or_else(|| self.base_margins(&first, n));
+        if let Some(&m) = top.margins.get(gpu) {
+            base[gpu] = base[gpu].max(m);
+        }
+        // At the planned context: the user steps the context down only once the GPUs hold what
+        // fits (BRIEF.md), and an extension is the plan with the margin it should have had.
         let mut settings = self.settings.clone();
-        if let Some(c) = top.ctx_size {
+        if let Some(c) = first.ctx_size {
             settings.ctx_size = CtxSize::Tokens(c);
         }
-        if let Some(ub) = top.ubatch_size {
+        if let Some(ub) = first.ubatch_size {
             settings.ubatch_size = ub;
         }
         let mut options = self.options.clone();
         options.emulate_fit = false;
         options.context = ContextRequest::AsGiven;
         let mut step = shortfall.bytes.unwrap_or(Bytes::ZERO).max(self.step);
-        let top_use = top.predicted.get(gpu).copied();
+        // What the least resident rung used there, less what it still lacked: the new rung must
+        // use no more.
+        let top_use =
+            top.predicted.get(gpu).map(|&t| t.saturating_sub(shortfall.bytes.unwrap_or(Bytes::ZERO)));
         let mut tried = base[gpu];
         let mut refused = None;
         for _ in 0..MAX_REPLANS {
             let mut margins = base.clone();
-            margins[gpu] = margins[gpu] + step;
+            margins[gpu] += step;
             tried = margins[gpu];
             options.margins = Some(margins.clone());
             // The planner's tightening can miss by a few MiB at one margin and succeed at a larger
@@ -166,7 +184,7 @@ impl LadderExtender {
                     set.aggressive
                 }
                 Err(e @ PlanError::DoesNotFit { .. }) => {
-                    refused = Some(e);
+                    refused = Some(Box::new(e));
                     step = step.saturating_mul(2);
                     continue;
                 }
@@ -174,7 +192,9 @@ impl LadderExtender {
             };
             let predicted: Vec<Bytes> = p.memory.gpus.iter().map(GpuUse::used).collect();
             let new = ladder.rungs.iter().all(|r| {
-                r.placement != p.placement_args || r.ctx_size != top.ctx_size || r.ubatch_size != top.ubatch_size
+                r.placement != p.placement_args
+                    || r.ctx_size != first.ctx_size
+                    || r.ubatch_size != first.ubatch_size
             });
             let relieves = top_use.is_none_or(|t| predicted.get(gpu).is_some_and(|&u| u < t));
             if !(new && relieves) {
@@ -183,22 +203,30 @@ impl LadderExtender {
             }
             let rung = ladder.rungs.len();
             let number = self.done.len() + 1;
+            let words = format!(
+                "experts of {} layers on the GPUs ({} MiB)",
+                p.gpu_expert_layers,
+                group_thousands(p.gpu_expert_bytes.mib_floor())
+            );
             ladder.rungs.push(Rung {
-                label: format!(
-                    "extension {number}: {} margin on {device}: experts of {} layers on the GPUs ({} MiB)",
-                    format_args!("{:#}", margins[gpu]),
-                    p.gpu_expert_layers,
-                    group_thousands(p.gpu_expert_bytes.mib_floor())
-                ),
+                label: format!("extension {number}: {:#} margin on {device}: {words}", margins[gpu]),
                 placement: p.placement_args.clone(),
-                ctx_size: top.ctx_size,
-                ubatch_size: top.ubatch_size,
+                ctx_size: first.ctx_size,
+                ubatch_size: first.ubatch_size,
                 predicted,
                 margins: p.margins.clone(),
             });
-            let extension =
-                Extension { gpu, device, shortfall: shortfall.bytes, added: step, margins: p.margins, rung };
+            let extension = Extension {
+                gpu,
+                device,
+                shortfall: shortfall.bytes,
+                added: step,
+                margins: p.margins,
+                rung,
+                placement: words,
+            };
             self.step = self.step.saturating_mul(2);
+            self.margins = Some(extension.margins.clone());
             self.done.push(extension.clone());
             return Ok(extension);
         }
@@ -208,11 +236,11 @@ impl LadderExtender {
         })
     }
 
-    /// The margins of the least resident rung: its own, else the options' (or the settings'
-    /// `--fit-target`), for every GPU.
-    fn base_margins(&self, top: &Rung, n: usize) -> Vec<Bytes> {
-        if top.margins.len() == n {
-            return top.margins.clone();
+    /// The margins of `rung`: its own, else the options' (or the settings' `--fit-target`), for
+    /// every GPU.
+    fn base_margins(&self, rung: &Rung, n: usize) -> Vec<Bytes> {
+        if rung.margins.len() == n {
+            return rung.margins.clone();
         }
         let given = self.options.margins.clone();
         (0..n)

@@ -28,7 +28,7 @@ pub use calibration::{
     CalibrationCache, CalibrationError, CalibrationKey, CalibrationRecord, MeasuredCompute, MeasuredDevice,
     ModelIdentity,
 };
-pub use extend::{Extension, ExtendError, FIRST_EXTENSION_STEP, LadderExtender, MAX_EXTENSIONS};
+pub use extend::{ExtendError, Extension, FIRST_EXTENSION_STEP, LadderExtender, MAX_EXTENSIONS};
 pub use ladder::{LADDER_CONTEXTS, Ladder, LadderError, LaunchArgs, Rung, launch_args, planned_ladder};
 pub use log::{
     BreakdownRow, BufferKind, BufferLine, BuildInfo, DeviceInfo, Failure, FitLayers, GraphSplits, LaunchLog,
