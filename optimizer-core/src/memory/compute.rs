@@ -105,6 +105,8 @@ struct Activations {
     ffn_offload_remote: u64,
     /// Offloaded-FFN phase when some of its layers do, after layers with GPU experts.
     ffn_offload_local: u64,
+    /// Offloaded-FFN phase when a layer of this GPU has some expert tensors here and some in RAM.
+    ffn_offload_split: u64,
     /// When the first GPU's first layer has its experts in RAM and the expert tensors differ in
     /// size, two copies stay allocated (the allocator cannot reuse the smaller hole): a constant plus
     /// this per token, and the attention phase keeps one copy.
@@ -114,6 +116,8 @@ struct Activations {
     /// FFN phase of layers whose FFN runs on this GPU (routed experts on the GPU, or a dense FFN);
     /// 0 where it never sets the size.
     ffn_gpu: u64,
+    /// The FFN phase's activations are `3 × n_ff × 4 + 4 × n_embd × 4` bytes per token (dense models).
+    ffn_gpu_from_n_ff: bool,
     /// Output phase on a GPU other than the only one, in multiples of `n_embd × 4` bytes.
     out_embd_rows: u64,
     /// Output phase extra when the output GPU's last layer runs its experts there and other
@@ -160,10 +164,13 @@ const QWEN3NEXT: Activations = Activations {
     kq_copies_other: 1,
     ffn_offload_remote: k(132),
     ffn_offload_local: k(200),
+    // the planner's plans (q5-p01a/b, real loads): as ffn_offload_local
+    ffn_offload_split: k(200),
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
     attn_with_copy: k(68),
     ffn_gpu: k(268),
+    ffn_gpu_from_n_ff: false,
     out_embd_rows: 3,
     out_last_layer: k(226),
     single_gpu_masks_at_output: false,
@@ -191,12 +198,16 @@ const GPT_OSS: Activations = Activations {
     kq_copies_other: 2,
     ffn_offload_remote: k(44),
     ffn_offload_local: k(132),
+    // oss-w01 (a planner plan at -ub 2048): the gate and up products and the SwiGLU of the layer's GPU
+    // experts, three [n_ff_exp, n_expert_used] f32 rows, around the copy of its ffn_down_exps
+    ffn_offload_split: k(185),
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
     attn_with_copy: k(68),
     // four [n_ff_exp, n_expert_used] f32 rows (4 × 2,880 × 4 × 4 bytes = 180 KiB) and a little: the
     // gate/up products, their biases and the SwiGLU, fitted on oss-d11/d26/d27 CUDA0 (experts on the GPU)
     ffn_gpu: k(185),
+    ffn_gpu_from_n_ff: false,
     out_embd_rows: 1,
     out_last_layer: 0,
     single_gpu_masks_at_output: false,
@@ -226,14 +237,18 @@ const DEEPSEEK2: Activations = Activations {
     kq_copies_other: 1,
     ffn_offload_remote: k(116),
     ffn_offload_local: k(116),
+    ffn_offload_split: k(116),
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
     attn_with_copy: k(68),
     ffn_gpu: 0,
+    ffn_gpu_from_n_ff: false,
     out_embd_rows: 2,
     out_last_layer: 0,
     single_gpu_masks_at_output: true,
-    pp_rows_output: 23,
+    // the output GPU's attention phase with pipeline parallelism shows only in real loads (a dry run's
+    // output phase is larger): glm-l03, glm-s2a/b and glm8-wl1 all reserved 756.52 MiB on CUDA1
+    pp_rows_output: 4,
     pp_rows: 12,
     remote_kv_halves: 0,
     remote_kv_attn: 0,
@@ -258,10 +273,13 @@ const DENSE: Activations = Activations {
     kq_copies_other: 1,
     ffn_offload_remote: k(132),
     ffn_offload_local: k(200),
+    // the planner's plans (q5-p01a/b, real loads): as ffn_offload_local
+    ffn_offload_split: k(200),
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
     attn_with_copy: k(68),
     ffn_gpu: k(208),
+    ffn_gpu_from_n_ff: true,
     out_embd_rows: 1,
     out_last_layer: 0,
     single_gpu_masks_at_output: true,
@@ -543,6 +561,7 @@ pub fn compute_buffer(
     // where the op-offloaded layers sit relative to this GPU's own layers (see `Activations`)
     let first_layer_in_ram = mine.first().is_some_and(|&il| g.experts_in_ram[il]);
     let any_in_ram = mine.iter().any(|&il| g.experts_in_ram[il]);
+    let split_layer = mine.iter().any(|&il| g.experts_in_ram[il] && g.experts_on[il] == Some(device));
     let two_copies = offload && first_layer_in_ram && g.cpu_expert_sizes_differ;
     // whole layers on the CPU (-ngl below every layer)
     let cpu_layers = g.dense.contains(&Location::Host);
@@ -616,6 +635,10 @@ pub fn compute_buffer(
                 .exact("KQ masks", c.masks)
                 .exact("K/V of a layer on the CPU, copied in", c.kv_from_host)
                 .exact("flash-attention F16 copies of K/V", c.f16_kv)
+                .calibrated(
+                    &label("the previous layer's V copy, freed but not reused (F16 cache)"),
+                    if c.f16_kv == Bytes::ZERO { Bytes(c.kv_from_host.get() / 2) } else { Bytes::ZERO },
+                )
                 .calibrated(&label("activations"), per_token(act.attn_first)),
         );
     }
@@ -647,6 +670,11 @@ pub fn compute_buffer(
                 &label("activations of the layers on the CPU"),
                 per_token(act.ffn_offload_cpu_layers),
             )
+        } else if split_layer {
+            // a layer whose experts are partly on this GPU (the planner's -ot of one expert tensor): its
+            // GPU experts' activations are live around the copy of the one in RAM (oss-w01: the gate and
+            // up products freed as holes under the copy of ffn_down_exps)
+            p.calibrated(&label("activations"), per_token(act.ffn_offload_split))
         } else if any_in_ram {
             p.calibrated(&label("activations"), per_token(act.ffn_offload_local))
         } else {
@@ -655,6 +683,14 @@ pub fn compute_buffer(
         phases.push(p);
     }
     let ffn_here = mine.iter().any(|&il| g.experts_on[il] == Some(device) || !model.layers[il].has_experts);
+    // dense models: the gate and up products and the SwiGLU, [n_ff] f32 each, and four n_embd rows; the
+    // fitted 208 KiB of Qwen3-8B is this formula, and it holds for Llama-3.1-8B's larger n_ff (l8b-w01)
+    let ffn_gpu = if act.ffn_gpu_from_n_ff {
+        let n_ff = mine.iter().map(|&il| u64::from(model.layers[il].n_ff)).max().unwrap_or(0);
+        3 * n_ff * 4 + 4 * embd
+    } else {
+        act.ffn_gpu
+    };
     if act.ffn_gpu > 0 && ffn_here {
         // the masks (copied in at this GPU's first attention layer) are live through this phase only
         // if an FFN of this GPU runs after that layer
@@ -669,7 +705,7 @@ pub fn compute_buffer(
         phases.push(
             Phase::new("FFN")
                 .exact("KQ masks", if masks_live { v.masks } else { Bytes::ZERO })
-                .calibrated(&label("activations"), per_token(act.ffn_gpu)),
+                .calibrated(&label("activations"), per_token(ffn_gpu)),
         );
     }
     if placement.output == device {
@@ -690,6 +726,20 @@ pub fn compute_buffer(
                 p = p.exact("KQ masks", v.masks);
             }
             p = p.calibrated(&label("activations"), per_token(4 * embd));
+            // the last layer's routed experts run here (on the GPU, or op-offloaded from RAM) and no flash-
+            // attention conversion buffer (F16 cache) made room for them below: the logits land above its
+            // weighted expert outputs (q5-w04: a 320 MiB hole under them at -ub 4096; with a quantized cache,
+            // q5-d40, oss-d13, glm4-d02, the logits fit below)
+            let last = g.dense.len().checked_sub(1);
+            let no_conversion = context.type_k == GgmlType::F16 && context.type_v == GgmlType::F16;
+            let last_experts_here = no_conversion
+                && last.is_some_and(|il| {
+                    model.layers[il].has_experts
+                        && (g.experts_on[il] == Some(device) || (g.experts_in_ram[il] && offload))
+                });
+            if last_experts_here {
+                p = p.calibrated(&label("the last layer's weighted expert outputs"), per_token(expert_row));
+            }
         } else {
             p = p.calibrated(&label("activations"), per_token(act.out_embd_rows * embd));
             let last_full =
