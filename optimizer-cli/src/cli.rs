@@ -141,8 +141,9 @@ pub enum Command {
     /// Prints what llama.cpp (build 11434) would allocate, in the shape of its own memory breakdown
     /// (model, context and compute per GPU and Host, in MiB rounded down as llama.cpp rounds them),
     /// the output buffer, host RAM, and what is left of each GPU's free memory. The prediction is
-    /// for the flags as given: --fit is not applied. Compute buffers are not modelled yet and are
-    /// reported as such, never as a number. Exits with 1 when some GPU is over even without them.
+    /// for the flags as given: --fit is not applied. Compute buffers are predicted phase by phase,
+    /// each part marked exact or calibrated (--json lists them; docs/accuracy.md says how close they
+    /// come). Exits with 1 when some GPU is over after the first long request.
     ///
     /// MODEL is a .gguf file (any shard of a split model); PROFILE a profile of models.conf, whose
     /// llama-server flags come first, the flags after -- next. For a .gguf file, llama-server's
