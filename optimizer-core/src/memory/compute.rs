@@ -12,14 +12,19 @@
 //!   first GPU's buffer (ggml-backend.cpp:1102-1112, 1510-1536), the logits of the outputs reserved,
 //!   and the pipeline-parallel copies of every graph input (ggml-backend.cpp:1517-1528, 1554-1575);
 //! - calibrated parts: the activations of a phase, in bytes per token of the micro-batch, fitted per
-//!   architecture family to llama.cpp's own numbers (fixtures/ground-truth/data/2026-11-21*; the fit and
-//!   its error are in docs/accuracy.md).
+//!   architecture family to llama.cpp's own numbers (fixtures/ground-truth/data/, sessions 1-6), and the
+//!   holes earlier phases leave, read off traces of llama.cpp's allocator (fixtures/ground-truth/
+//!   alloc_peaks.py); the fit and its error, in-sample and held out, are in docs/accuracy.md.
 //!
 //! The phases: *attention* (masks + F16 K/V copies or KQ + activations) on a device that holds KV;
 //! *offloaded FFN* (masks + the copy of a CPU-resident expert tensor + activations) on the first GPU
 //! when routed experts live in system RAM and the micro-batch is at least 32 tokens
 //! (`GGML_OP_OFFLOAD_MIN_BATCH`, ggml-cuda.cu:5928); *GPU FFN* (masks + activations) on a device whose
-//! layers run their FFN there; *output* (logits + activations) on the output device. Pipeline
+//! layers run their FFN there; *attention of the layers on the CPU* (their K/V copied in from RAM) on the
+//! first GPU when op offload brings whole CPU layers' attention there; *output* (logits + activations)
+//! on the output device; on the host, the graph inputs or, with `--no-op-offload`, the CPU's expert
+//! products. `--no-op-offload` also brings the CPU's expert outputs back to the GPU that holds the
+//! layer (attention and output phases). Pipeline
 //! parallelism adds three more copies of every input (4 scheduler copies, `GGML_SCHED_MAX_COPIES`),
 //! flagged as outputs so that ggml-alloc never frees them: all four copies of the masks are still
 //! allocated in the output phase (ggml-backend.cpp:1519-1528).
@@ -84,8 +89,8 @@ impl ComputeEstimate {
 }
 
 /// Activation sizes of one architecture family, in bytes per token of the micro-batch unless noted.
-/// Fitted to the 2026-11-21 ground truth (2x H200, llama.cpp 11434; docs/accuracy.md lists the rows
-/// each one was fitted on and the error left).
+/// Fitted to the ground truth of sessions 1-6 (2x H200, llama.cpp 11434) and traces of its allocator;
+/// docs/accuracy.md lists the rows and the error left.
 #[derive(Clone, Copy, Debug)]
 struct Activations {
     /// Attention phase on a GPU other than the first.
@@ -253,7 +258,7 @@ const DEEPSEEK2: Activations = Activations {
     remote_kv_halves: 0,
     remote_kv_attn: 0,
     pp_out_rows: 9,
-    // not measured for this family: the qwen3next term
+    // the qwen3next term, not refitted: glm8-t05 within the bar, glm8-w05 and glm8-x04 over by up to 100 MiB
     ffn_offload_cpu_layers: k(200),
     // --no-op-offload adds nothing here: glm8-t03, glm8-t04 and glm8-v06 were predicted within the bar
     // without it (the expert outputs come back in place of blocks the output phase no longer needs)
@@ -273,7 +278,7 @@ const DENSE: Activations = Activations {
     kq_copies_other: 1,
     ffn_offload_remote: k(132),
     ffn_offload_local: k(200),
-    // the planner's plans (q5-p01a/b, real loads): as ffn_offload_local
+    // no routed experts in a dense model: never used
     ffn_offload_split: k(200),
     ffn_offload_first_const: 68 * MIB,
     ffn_offload_first: k(52),
@@ -291,6 +296,7 @@ const DENSE: Activations = Activations {
     // whole layers on the CPU: the K/V copies, the masks and the weight copy are all (q8b-t02: 200 MiB
     // of which 199 are those)
     ffn_offload_cpu_layers: k(8),
+    // no routed experts: never used
     no_op_attn: 130,
     no_op_out: 250,
 };
