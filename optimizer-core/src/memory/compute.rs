@@ -194,9 +194,13 @@ const QWEN3NEXT: Activations = Activations {
 
 /// gpt-oss (sliding window, MXFP4 experts): rows oss-*.
 const GPT_OSS: Activations = Activations {
-    attn: k(448),
+    // the attention phase of a GPU after the first that reads its own K/V: 448 KiB per token up to 512
+    // tokens was the K/V copy of the remote-KV rows in disguise (now `remote_kv_*`): oss-f01-dry, oss-h07,
+    // oss-x01/x05 and oss-y01/y02 were 100-196 MiB over with it, and 56 KiB is what they show. Beyond 512
+    // tokens only real loads show this phase (a dry run's logits are larger): oss-l03 at -ub 2048, 1,035 MiB
+    attn: k(56),
     attn_knee: 512,
-    attn_beyond: k(28),
+    attn_beyond: k(154),
     attn_first: k(112),
     attn_no_fa_first: k(84),
     attn_no_fa: k(76),
@@ -620,6 +624,15 @@ pub fn compute_buffer(
         } else {
             let copies = if first { 1 } else { act.kq_copies_other };
             p = p.exact("KQ scores (no flash attention)", Bytes(v.kq.get().saturating_mul(copies)));
+            if let Some(m) = model.mla {
+                // MLA without flash attention: V is a transposed view of K, made contiguous for the
+                // KQV product, [n_kv, kv_lora_rank] f16 (glm8-y06: 64 MiB at 65,536 cells)
+                let cells = u64::from(context.kv_size) * u64::from(context.n_stream);
+                p = p.calibrated(
+                    &label("V made contiguous (MLA)"),
+                    Bytes(2 * u64::from(m.kv_lora_rank) * cells),
+                );
+            }
             p = p.calibrated(
                 &label("activations"),
                 per_token(if first { act.attn_no_fa_first } else { act.attn_no_fa }),
@@ -644,6 +657,11 @@ pub fn compute_buffer(
                 .calibrated(
                     &label("the previous layer's V copy, freed but not reused (F16 cache)"),
                     if c.f16_kv == Bytes::ZERO { Bytes(c.kv_from_host.get() / 2) } else { Bytes::ZERO },
+                )
+                .calibrated(
+                    // as with -nkvo on a later GPU (glm8-y05: -80 MiB without it)
+                    &label("the previous layer's K copy, partly live (MLA)"),
+                    if model.mla.is_some() { Bytes(c.kv_from_host.get() / 2) } else { Bytes::ZERO },
                 )
                 .calibrated(&label("activations"), per_token(act.attn_first)),
         );

@@ -81,9 +81,9 @@ fn fit_rows() -> Vec<(&'static str, ModelDescription)> {
 }
 
 /// The same with the memory model's own compute buffers, nothing measured: what splitplan predicts
-/// llama.cpp's fit will choose. Six of the eight rows come out character for character; on the two
-/// gpt-oss rows `-c`, `-ngl`, `-ts` and every layer agree and one straddling layer keeps one tensor
-/// more or less (UP instead of GATE and back: `ffn_gate_exps` on the other side).
+/// llama.cpp's fit will choose. Seven of the eight rows come out character for character; on
+/// oss-f02 `-c`, `-ngl`, `-ts` and every layer agree and one straddling layer keeps one tensor more or
+/// less (UP instead of GATE and back: `ffn_gate_exps` on the other side).
 #[test]
 fn fit_emulation_with_the_modelled_compute() {
     for (id, model) in fit_rows() {
@@ -102,9 +102,14 @@ fn fit_emulation_with_the_modelled_compute() {
         assert_eq!(a.len(), b.len(), "{id}");
         let differ: Vec<(&str, &str)> =
             a.iter().zip(&b).filter(|(x, y)| x != y).map(|(x, y)| (*x, *y)).collect();
-        assert_eq!(differ.len(), 1, "{id}: {differ:?}");
+        // oss-f01 is exact since gpt-oss's attention constant was corrected (sessions 7-8); oss-f02
+        // keeps one straddling tensor
+        let expected_differ = usize::from(id == "oss-f02");
+        assert_eq!(differ.len(), expected_differ, "{id}: {differ:?}");
         let layer = |p: &str| p.split("\\.").nth(1).map(str::to_owned);
-        assert_eq!(layer(differ[0].0), layer(differ[0].1), "{id}: {differ:?}");
+        for (x, y) in &differ {
+            assert_eq!(layer(x), layer(y), "{id}: {differ:?}");
+        }
     }
 }
 
