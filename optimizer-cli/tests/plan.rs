@@ -134,6 +134,30 @@ fn a_model_that_cannot_fit_exits_1_and_says_by_how_much() {
     assert!(ram.stderr.contains("hint: --ram"), "{}", ram.stderr);
 }
 
+/// Every margin from 1,024 to 6,144 MiB on the second GPU plans for GLM-4.7-Flash: the check of the
+/// flags against the full prediction tightens until the plan keeps its margins. It once gave up at
+/// 5,120 MiB ("CUDA0 with its margin … 15.15 MiB short"): the search's costs leave out pipeline
+/// parallelism's compute buffers, and shrinking the budget by the overage alone refilled the same
+/// placement every round.
+#[test]
+fn every_margin_tightens_to_a_plan_that_keeps_it() {
+    for (margin, printed) in
+        [("1024", "1,024"), ("3072", "3,072"), ("4096", "4,096"), ("5120", "5,120"), ("6144", "6,144")]
+    {
+        let target = format!("128,{margin}");
+        let args = ["glm-flash-q8", "--models-conf", CONF, "--gpu", "25580,16500", "--ram", "64G", "--"];
+        let mut args = args.to_vec();
+        args.extend(["--fit-target", &target]);
+        let run = splitplan_in(&root(), &args, &[]);
+        assert_eq!(run.code, 0, "margin {margin}: {}", run.stderr);
+        assert!(
+            run.stdout.contains(&format!("128 / {printed} MiB kept free")),
+            "margin {margin}: {}",
+            run.stdout
+        );
+    }
+}
+
 #[test]
 fn unknown_profile_lists_the_known_ones() {
     let run = plan("qwen3-coder", &[]);

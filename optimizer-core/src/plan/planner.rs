@@ -573,7 +573,7 @@ impl<'m> Planner<'m> {
             .map(|g| self.margins.get(g).copied().unwrap_or(Bytes::ZERO) + extra)
             .collect();
         let mut last: Option<(Placement, Evaluation, Vec<String>, Vec<String>)> = None;
-        let (mut p, use_gpus) = self.search(&budgets, floor_bytes)?;
+        let (mut p, mut use_gpus) = self.search(&budgets, floor_bytes)?;
         for round in 0..MAX_TIGHTEN {
             let (_, placement_args) = self.placement_args(&p);
             let settings = self.settings_with(&placement_args)?;
@@ -596,20 +596,33 @@ impl<'m> Planner<'m> {
                 continue;
             }
             // The costs disagreed with the prediction (compute buffers move with the placement):
-            // shrink the budgets of the GPUs that are over and fill the same dense split again, so
-            // the placement only loses experts and the loop converges.
-            for (b, o) in budgets.iter_mut().zip(&over) {
-                if *o > 0 {
-                    *b -= o;
-                }
-            }
+            // shrink the budgets of the GPUs that are over to what this placement costs there less
+            // the overage, and fill the same dense split again, so the placement loses at least the
+            // overage and the loop converges. (Shrinking the budget by the overage alone is not
+            // enough when the costs are far below the prediction, as with pipeline parallelism's
+            // compute buffers: the same placement came back eight times, GLM at 128 / 5,120 MiB.)
             let split = split_of(&p);
             let costs = self.costs(&use_gpus)?;
+            let cost_now = gpu_bytes(&costs, &p, self.hardware.gpus.len());
+            for (g, (b, o)) in budgets.iter_mut().zip(&over).enumerate() {
+                if *o > 0 {
+                    *b = (*b - o).min(cost_now.get(g).copied().unwrap_or(*b) - o);
+                }
+            }
             let masked: Vec<i64> =
                 budgets.iter().enumerate().map(|(g, &b)| if use_gpus.contains(&g) { b } else { 0 }).collect();
             match fill(&costs, &masked, &split, &self.names) {
                 Some(q) => p = q,
-                None => break,
+                // The same dense split no longer fits the shrunk budgets: search again under them,
+                // which may move a layer to another GPU (GLM-4.7-Flash at 128 / 5,120 MiB margins: the
+                // split was 15 MiB short on CUDA0 and the plan failed, where 6,144 MiB planned).
+                None => match self.search(&budgets, floor_bytes) {
+                    Ok((q, gpus)) => {
+                        p = q;
+                        use_gpus = gpus;
+                    }
+                    Err(_) => break,
+                },
             }
         }
         let Some((placement, memory, placement_args, args)) = last else {
