@@ -439,25 +439,8 @@ fn ctrl_c_stops_the_server_and_exits_130() {
 #[test]
 fn the_ladder_comes_from_the_planner() {
     let env = Env::new();
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").display().to_string();
-    std::fs::write(
-        env.dir.path().join("planned.conf"),
-        "[q5]\nMODEL=Qwen3-Coder-Next/UD-Q5_K_XL/Qwen3-Coder-Next-UD-Q5_K_XL-00001-of-00003.gguf\n\
-         CTX_SIZE=262144\nEXTRA_ARGS=-np 1 -b 2048 -ub 512\n",
-    )
-    .unwrap();
-    let args = [
-        "q5",
-        "--models-conf",
-        "planned.conf",
-        "--models-dir",
-        &models,
-        "--free",
-        "24080,15000",
-        "--ram",
-        "64G",
-        "--json",
-    ];
+    let owned = planned(&env, "24080,15000");
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let fits = env.run(&args);
     let stderr = text(&fits.stderr);
     assert_eq!(fits.status.code(), Some(0), "{stderr}");
@@ -479,7 +462,7 @@ fn the_ladder_comes_from_the_planner() {
     assert_eq!(v["verdict"]["rung"], 0);
     // The same aggressive plan as the plan command's for these GPUs and margins.
     let planned = Command::new(env!("CARGO_BIN_EXE_splitplan"))
-        .args(args)
+        .args(&args)
         .current_dir(env.dir.path())
         .env_clear()
         .env("HOME", env.dir.path())

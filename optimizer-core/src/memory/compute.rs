@@ -318,6 +318,11 @@ fn activations(arch: &Architecture) -> (&'static Activations, bool) {
     }
 }
 
+/// Whether the compute terms of `arch` were measured (its own family's constants), not borrowed.
+pub(crate) fn calibrated(arch: &Architecture) -> bool {
+    activations(arch).1
+}
+
 /// What the phase model needs to know about the whole graph, worked out once per prediction.
 struct Graph {
     /// Tokens in the worst-case micro-batch (`n_ubatch`).
@@ -340,6 +345,8 @@ struct Graph {
     /// Per block: whether its routed experts are in RAM / on which GPU.
     experts_in_ram: Vec<bool>,
     experts_on: Vec<Option<Location>>,
+    /// Bytes per token of one expert-output row, `[n_embd, n_expert_used]` f32.
+    expert_row: u64,
 }
 
 fn graph(
@@ -398,6 +405,7 @@ fn graph(
         dense,
         experts_in_ram,
         experts_on,
+        expert_row: u64::from(model.n_embd) * u64::from(model.n_expert_used) * 4,
     }
 }
 
@@ -578,7 +586,7 @@ pub fn compute_buffer(
     // --no-op-offload: the expert outputs of this GPU's layers come back from the CPU. Not on the first of
     // several GPUs: in every trace its peak came from its own GPU-expert layers before (q5-d18, q5-h01/h02,
     // oss-h01 CUDA0), where this term would over-predict by up to 208 MiB.
-    let expert_row = u64::from(model.n_embd) * u64::from(model.n_expert_used) * 4;
+    let expert_row = g.expert_row;
     let first_of_several = first && g.devices.len() > 1;
     let no_op_here = !settings.op_offload && !first_of_several && mine.iter().any(|&il| g.experts_in_ram[il]);
     let no_op = |hundredths: u64| {
@@ -746,7 +754,7 @@ pub fn compute_buffer(
             );
         } else if g.devices.len() == 1 {
             // not when layers run on the CPU (l8b-v03, q8b-d07: the masks are dead by the output)
-            if act.single_gpu_masks_at_output && !g.dense.contains(&Location::Host) {
+            if act.single_gpu_masks_at_output && !cpu_layers {
                 p = p.exact("KQ masks", v.masks);
             }
             p = p.calibrated(&label("activations"), per_token(4 * embd));
@@ -839,7 +847,7 @@ fn host_compute(
             .is_some_and(|il| il > first_cpu_expert)
     });
     let ff = u64::from(model.n_ff_exp) * u64::from(model.n_expert_used) * 4;
-    let expert_row = u64::from(model.n_embd) * u64::from(model.n_expert_used) * 4;
+    let expert_row = g.expert_row;
     let experts = vec![
         part("KQ masks", if masks_live { masks.get() } else { 0 }, ComputeBasis::Exact),
         part(

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::{Location, MemoryPrediction};
-use crate::model::{Architecture, ModelDescription, TensorRole};
+use crate::model::{ModelDescription, TensorRole};
 use crate::settings::ServerSettings;
 use crate::units::Bytes;
 
@@ -52,15 +52,8 @@ pub fn uncalibrated(
                 .is_some_and(|t| matches!(t.role, TensorRole::Experts { .. }) && t.dims.len() >= 3)
     });
     let mut out = Vec::new();
-    let measured = matches!(
-        model.architecture,
-        Architecture::Qwen3Next
-            | Architecture::Qwen35
-            | Architecture::Qwen35Moe
-            | Architecture::GptOss
-            | Architecture::Deepseek2
-    );
-    if measured {
+    // the families compute.rs has its own constants for (dense ones have no routed experts)
+    if super::compute::calibrated(&model.architecture) {
         return out;
     }
     if on_gpus && !settings.op_offload && experts_in_ram {
