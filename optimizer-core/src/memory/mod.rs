@@ -33,6 +33,7 @@ mod output;
 mod overhead;
 mod overrides;
 mod recurrent;
+pub mod sim;
 mod uncalibrated;
 mod weights;
 
