@@ -229,6 +229,9 @@ pub struct Tensor {
     /// tensors the graph allocator does not place: weights, the KV cache, recurrent state. `None`
     /// for everything the compute graph allocates (and for views, which take their base's).
     pub backend: Option<usize>,
+    /// The backend llama.cpp pinned the node to with `ggml_backend_sched_set_tensor_backend` (the
+    /// graph callback does it for some layer tensors), as an index into the scheduler's backend list.
+    pub pinned: Option<usize>,
     /// `op_params` as 32-bit words, where the op's parameters matter to a simulation (the view
     /// offset, permute axes, the glu variant's `swapped`); zero otherwise.
     pub op_params: [i32; 4],
@@ -390,6 +393,7 @@ impl Ctx {
             view_offs,
             flags: 0,
             backend: None,
+            pinned: None,
             op_params: [0; 4],
         });
         id
