@@ -7,10 +7,6 @@
 //! ported from llama.cpp reads like the C++ it came from. A shape ggml would reject is recorded in
 //! [`Ctx::error`] (the first one) instead of aborting; the simulation reports it.
 
-// ggml mixes `int64_t` shapes with `size_t` strides and `int32_t` op parameters; shapes here are positive
-// and far below 2^62, as ggml asserts, so the casts between them are ggml's own.
-#![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
-
 use crate::gguf::GgmlType;
 
 /// ggml's `GGML_MAX_DIMS`.

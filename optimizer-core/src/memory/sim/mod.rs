@@ -5,4 +5,10 @@
 //! configuration, its sizes are llama.cpp's own, to the byte; `compute` falls back to the phase model
 //! elsewhere.
 
+// ggml and llama.cpp mix `int64_t` shapes, `size_t` strides and `int32_t` layer indices and op
+// parameters; the values here are positive and far below 2^62, as ggml asserts, so the casts between
+// them are llama.cpp's own.
+#![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+
+pub mod build;
 pub mod ggml;
