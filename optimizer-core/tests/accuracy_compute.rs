@@ -38,6 +38,13 @@ use support::models;
 /// goes here.
 const HELD_OUT_SESSIONS: [&str; 0] = [];
 
+/// Sessions measured and committed but not scored yet: session 9 (2026-11-22h, drawn at random by
+/// sample_rows.py and committed before it was measured) is held out for the graph-level simulator
+/// (`memory::sim`), which is being built now. The phase model as it stands scored it when it was
+/// measured: 74.6 % of 63 GPU rows within, 5 under by more than 64 MiB (worst −128), docs/accuracy.md.
+/// It moves to [`HELD_OUT_SESSIONS`] when the simulator predicts its rows.
+const NOT_SCORED_YET: [&str; 1] = ["2026-11-22h-h200x2"];
+
 fn held_out(c: &Compared) -> bool {
     HELD_OUT_SESSIONS.iter().any(|s| c.id.starts_with(s))
 }
@@ -143,7 +150,7 @@ fn failed_compute(row: &Row) -> Option<Compared> {
 fn compare_all() -> Vec<Compared> {
     let rows = ground_truth::rows();
     let mut out = Vec::new();
-    for row in &rows {
+    for row in rows.iter().filter(|r| !NOT_SCORED_YET.iter().any(|s| r.id.starts_with(s))) {
         if row.rc != Some(0) {
             if row.kind == "load" {
                 out.extend(failed_compute(row));
