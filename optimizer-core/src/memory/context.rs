@@ -114,6 +114,13 @@ pub(crate) fn resolve(
     model: &ModelDescription,
     settings: &ServerSettings,
 ) -> Result<ResolvedContext, MemoryError> {
+    // llama-context.cpp:3838-3841: MLA's V is a view of its K cache.
+    if model.mla.is_some() && settings.cache_type_k != settings.cache_type_v {
+        return Err(MemoryError::MlaMixedKvTypes {
+            type_k: settings.cache_type_k,
+            type_v: settings.cache_type_v,
+        });
+    }
     // server.cpp:168-172: -np auto is 4 slots with a unified cache; llama-context.cpp:102.
     let n_parallel = settings.effective_parallel();
     let n_seq = n_parallel.max(1);

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::gguf::GgmlType;
 use crate::model::ModelError;
 
 /// A regex construct that llama.cpp's ECMAScript `std::regex` and Rust's `regex` crate treat
@@ -112,6 +113,19 @@ pub enum MemoryError {
         "every device reports 0 MiB free, so the layers cannot be split by free memory\nhint: give --tensor-split"
     )]
     NoFreeMemory,
+    /// Different K and V cache types on a model with multi-head latent attention, whose V is a view of
+    /// its K cache (llama-context.cpp:3838-3841).
+    #[error(
+        "llama.cpp cannot run this: the model uses multi-head latent attention, which does not support different K ({}) and V ({}) cache types\nhint: give -ctk and -ctv the same type",
+        type_k.name().to_lowercase(),
+        type_v.name().to_lowercase()
+    )]
+    MlaMixedKvTypes {
+        /// `-ctk`.
+        type_k: GgmlType,
+        /// `-ctv`.
+        type_v: GgmlType,
+    },
     /// A KV cache row that is not a whole number of its type's blocks.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -256,3 +256,18 @@ fn recurrent_rows_count_rollback_snapshots() {
     c.n_rs_seq = 3;
     assert_eq!(recurrent::rows(&c), 8);
 }
+
+#[test]
+fn mla_models_refuse_different_k_and_v_cache_types() {
+    // Session 9's glm4-z04 (`-ctk q8_0 -ctv f16` on GLM-4.7-Flash): llama.cpp stops at context creation.
+    let m = describe(&testing::glm_4_7_flash(4, false).build());
+    let mixed = ServerSettings::from_args(&["-fa", "on", "-ctk", "q8_0", "-ctv", "f16"]).unwrap();
+    let e = predict(&m, &mixed, &two_gpus()).unwrap_err();
+    assert!(matches!(e, MemoryError::MlaMixedKvTypes { .. }), "{e}");
+    assert!(e.to_string().contains("different K (q8_0) and V (f16) cache types"), "{e}");
+    let same = ServerSettings::from_args(&["-fa", "on", "-ctk", "q8_0", "-ctv", "q8_0"]).unwrap();
+    assert!(predict(&m, &same, &two_gpus()).is_ok());
+    // a model without MLA may mix them
+    let q = describe(&testing::qwen3_coder_next(4, false).build());
+    assert!(predict(&q, &mixed, &two_gpus()).is_ok());
+}
