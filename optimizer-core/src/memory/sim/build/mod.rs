@@ -7,6 +7,8 @@
 //! [`LlmGraph::gf`] in the same order, so that the scheduler and allocator simulations see llama.cpp's
 //! graph node for node.
 
+pub mod recurrent;
+
 use crate::memory::sim::ggml::{Ctx, Graph, TensorId};
 use crate::memory::{Location, ResolvedContext, ResolvedPlacement};
 use crate::model::ModelDescription;
