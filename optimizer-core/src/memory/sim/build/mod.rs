@@ -7,6 +7,7 @@
 //! [`LlmGraph::gf`] in the same order, so that the scheduler and allocator simulations see llama.cpp's
 //! graph node for node.
 
+pub mod deepseek2;
 pub mod recurrent;
 
 use crate::memory::sim::ggml::{Ctx, Graph, TensorId};
