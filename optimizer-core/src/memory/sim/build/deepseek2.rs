@@ -57,7 +57,7 @@ impl LlmGraph<'_> {
 
     /// The scheduler backend of layer `il`'s KV cache: the layer's device when the cache is offloaded,
     /// else the CPU (src/llama-kv-cache.cpp:212-221).
-    fn kv_backend(&self, il: usize) -> usize {
+    fn mla_kv_backend(&self, il: usize) -> usize {
         if self.context.kv_offload {
             let loc = self.placement.layers.get(il).copied().unwrap_or(Location::Host);
             self.backend_of(loc)
@@ -68,17 +68,17 @@ impl LlmGraph<'_> {
 
     /// Layer `il`'s K cache tensor `cache_k_l{il}`: `[n_embd_k_gqa, kv_size, n_stream]` of `-ctk`
     /// (src/llama-kv-cache.cpp:226-240), resident on its backend.
-    pub fn kv_cache_k(&mut self, il: usize) -> TensorId {
+    pub fn mla_cache_k(&mut self, il: usize) -> TensorId {
         let width = self.model.layers.get(il).map_or(0, |l| l.n_embd_k_gqa) as i64;
         let ne = [width, i64::from(self.context.kv_size), i64::from(self.context.n_stream)];
-        let backend = self.kv_backend(il);
+        let backend = self.mla_kv_backend(il);
         let ty = self.context.type_k;
         self.ctx.new_resident(&format!("cache_k_l{il}"), ty, &ne, backend)
     }
 
     /// `llama_kv_cache::get_k` (src/llama-kv-cache.cpp:1296-1314) for a reservation: every cell
     /// (`n_kv = kv_size` for `init_full`) of every stream.
-    pub fn kv_get_k(&mut self, k: TensorId, il: usize) -> TensorId {
+    pub fn mla_get_k(&mut self, k: TensorId, il: usize) -> TensorId {
         let layer = &self.model.layers[il];
         let (head, n_head_kv, gqa) =
             (i64::from(layer.head_dim_k), i64::from(layer.n_head_kv), layer.n_embd_k_gqa as i64);
@@ -95,7 +95,7 @@ impl LlmGraph<'_> {
 
     /// `llama_kv_cache::cpy_k` (src/llama-kv-cache.cpp:1348-1381): `k_cur` stored into the cache rows
     /// `k_idxs`.
-    pub fn kv_cpy_k(&mut self, k: TensorId, k_cur: TensorId, k_idxs: TensorId) -> TensorId {
+    pub fn mla_cpy_k(&mut self, k: TensorId, k_cur: TensorId, k_idxs: TensorId) -> TensorId {
         let ne = self.ctx.ne(k_cur);
         let n_embd_gqa = ne[0] * ne[1];
         let nb2 = self.ctx.nb(k_cur)[2];
@@ -112,7 +112,7 @@ impl LlmGraph<'_> {
 
     /// `build_attn_inp_kq_mask` (src/llama-graph.cpp:29-46): F16 under flash attention, else F32,
     /// `[n_kv, n_tokens / n_stream, 1, n_stream]`.
-    pub fn build_attn_inp_kq_mask(&mut self) -> TensorId {
+    pub fn mla_kq_mask(&mut self) -> TensorId {
         let ty = if self.context.flash_attn { GgmlType::F16 } else { GgmlType::F32 };
         let n_stream = if self.context.kv_unified { 1 } else { self.ubatch.n_seqs };
         let n_kv = i64::from(self.context.kv_size);
@@ -124,11 +124,11 @@ impl LlmGraph<'_> {
 
     /// `build_attn_inp_k` (src/llama-graph.cpp:3027-3054): the K row indices
     /// (`build_input_k_idxs`, src/llama-kv-cache.cpp:1439-1448) and the mask.
-    pub fn build_attn_inp_k(&mut self) -> AttnInpK {
+    pub fn mla_attn_inp_k(&mut self) -> AttnInpK {
         let k_idxs = self.ctx.new_tensor(GgmlType::I64, &[self.ubatch.n_tokens]);
         self.ctx.set_input(k_idxs);
         self.ctx.set_name(k_idxs, "attn_inp_k_idxs");
-        let kq_mask = self.build_attn_inp_kq_mask();
+        let kq_mask = self.mla_kq_mask();
         AttnInpK { k_idxs, kq_mask }
     }
 
@@ -136,7 +136,7 @@ impl LlmGraph<'_> {
     /// K-only cache, V a view of the cache's first `v_cur->ne[0]` columns, then `build_attn_mha` and
     /// the output projection. No architecture ported here uses `kq_b` or sinks with this cache.
     #[allow(clippy::too_many_arguments)] // llama.cpp's signature
-    pub fn build_attn_k(
+    pub fn mla_attn_k(
         &mut self,
         inp: AttnInpK,
         wo: Option<TensorId>,
@@ -152,16 +152,16 @@ impl LlmGraph<'_> {
         self.expand(v_cur);
         self.expand(k_cur);
 
-        let cache = self.kv_cache_k(il);
-        let stored = self.kv_cpy_k(cache, k_cur, inp.k_idxs);
+        let cache = self.mla_cache_k(il);
+        let stored = self.mla_cpy_k(cache, k_cur, inp.k_idxs);
         self.expand(stored);
 
-        let k = self.kv_get_k(cache, il);
+        let k = self.mla_get_k(cache, il);
         let (kne, knb) = (self.ctx.ne(k), self.ctx.nb(k));
         let v_ne0 = self.ctx.ne(v_cur)[0];
         let v = self.ctx.view(k, &[v_ne0, kne[1], kne[2], kne[3]], &[knb[1], knb[2], knb[3]], 0);
 
-        let mut cur = self.build_attn_mha(q_cur, k, v, inp.kq_mask, v_mla, il as i32);
+        let mut cur = self.mla_attn_mha(q_cur, k, v, inp.kq_mask, v_mla, il as i32);
         self.cb(cur, "kqv_out", il as i32);
 
         if let Some(wo) = wo {
@@ -178,7 +178,7 @@ impl LlmGraph<'_> {
     /// architecture ported here uses them with MLA): flash attention, or `kq`, soft max and `kqv`; the
     /// MLA decompression `v_mla` after either; with the KV cache on the CPU (`-nkvo`) the non-flash
     /// output is pinned to the CPU.
-    pub fn build_attn_mha(
+    pub fn mla_attn_mha(
         &mut self,
         q: TensorId,
         k: TensorId,
@@ -266,10 +266,10 @@ impl LlmGraph<'_> {
         let output = self.weight("output.weight").ok_or(Deepseek2Gap::TiedEmbeddings)?;
         let output_norm = self.ds2_weight("output_norm.weight")?;
 
-        let mut inp_l = self.build_inp_embd(tok_embd);
-        let inp_pos = self.build_inp_pos();
-        let inp_attn_k = self.build_attn_inp_k();
-        let inp_out_ids = self.build_inp_out_ids();
+        let mut inp_l = self.standin_inp_embd(tok_embd);
+        let inp_pos = self.standin_inp_pos();
+        let inp_attn_k = self.mla_attn_inp_k();
+        let inp_out_ids = self.standin_inp_out_ids();
 
         for il in 0..n_layer {
             let ili = il as i32;
@@ -357,7 +357,7 @@ impl LlmGraph<'_> {
 
             let wo = self.ds2_layer_weight(il, "attn_output.weight")?;
             let wv_b = self.ds2_layer_weight(il, "attn_v_b.weight")?;
-            cur = self.build_attn_k(inp_attn_k, Some(wo), None, q_cur, k_cur, v_cur, Some(wv_b), il);
+            cur = self.mla_attn_k(inp_attn_k, Some(wo), None, q_cur, k_cur, v_cur, Some(wv_b), il);
 
             // deepseek2.cpp:567-570 (embeddings_nextn is off in llama-server)
             if il == n_layer - 1 {
@@ -421,8 +421,8 @@ impl LlmGraph<'_> {
 // build/ffn.rs provide them: the same llama.cpp functions, only what deepseek2 uses.
 // ---------------------------------------------------------------------------------------------
 impl LlmGraph<'_> {
-    /// `build_inp_embd` (src/llama-graph.cpp:2413-2538), token path only.
-    fn build_inp_embd(&mut self, tok_embd: TensorId) -> TensorId {
+    /// `standin_inp_embd` (src/llama-graph.cpp:2413-2538), token path only.
+    fn standin_inp_embd(&mut self, tok_embd: TensorId) -> TensorId {
         let tokens = self.ctx.new_tensor(GgmlType::I32, &[self.ubatch.n_tokens]);
         self.cb(tokens, "inp_tokens", -1);
         self.ctx.set_input(tokens);
@@ -432,16 +432,16 @@ impl LlmGraph<'_> {
         cur
     }
 
-    /// `build_inp_pos` (src/llama-graph.cpp:2540-2552).
-    fn build_inp_pos(&mut self) -> TensorId {
+    /// `standin_inp_pos` (src/llama-graph.cpp:2540-2552).
+    fn standin_inp_pos(&mut self) -> TensorId {
         let cur = self.ctx.new_tensor(GgmlType::I32, &[self.ubatch.n_tokens]);
         self.ctx.set_input(cur);
         self.cb(cur, "inp_pos", -1);
         cur
     }
 
-    /// `build_inp_out_ids` (src/llama-graph.cpp:2569-2589).
-    fn build_inp_out_ids(&mut self) -> TensorId {
+    /// `standin_inp_out_ids` (src/llama-graph.cpp:2569-2589).
+    fn standin_inp_out_ids(&mut self) -> TensorId {
         let cur = self.ctx.new_tensor(GgmlType::I32, &[self.ubatch.n_outputs]);
         self.ctx.set_input(cur);
         self.ctx.set_name(cur, "out_ids");
@@ -695,7 +695,7 @@ mod tests {
             return Err(e.clone());
         }
         let mine = graph_nodes(&g);
-        // until build_inp_embd is ported, graph indices in `node_N` names are shifted by its nodes
+        // until standin_inp_embd is ported, graph indices in `node_N` names are shifted by its nodes
         let at = mine.iter().position(|n| n.name == "norm-0").ok_or("no norm-0")?;
         let shift = |n: &str| -> String {
             match n.strip_prefix("node_").and_then(|k| k.parse::<usize>().ok()) {
