@@ -775,6 +775,13 @@ impl Ctx {
         self.with_op(r, Op::Glu(op), &[Some(a), b])
     }
 
+    /// `ggml_fill` (ggml.c:5398-5415): a new tensor of `a`'s shape filled with a constant.
+    pub fn fill(&mut self, a: TensorId) -> TensorId {
+        let ok = self.t(a).is_contiguous() && matches!(self.t(a).ty, GgmlType::F32 | GgmlType::F16);
+        self.check(ok, |c| format!("fill: {:?} is not a contiguous f32/f16 tensor", c.ne(a)));
+        self.unary_like(Op::Fill, a, false)
+    }
+
     /// `ggml_argsort`.
     pub fn argsort(&mut self, a: TensorId) -> TensorId {
         let ne = self.ne(a);

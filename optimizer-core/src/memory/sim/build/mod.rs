@@ -8,6 +8,7 @@
 //! graph node for node.
 
 pub mod deepseek2;
+pub mod ffn;
 pub mod recurrent;
 
 use crate::memory::sim::ggml::{Ctx, Graph, TensorId};
