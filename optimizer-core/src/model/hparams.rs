@@ -92,6 +92,9 @@ pub(crate) struct Hparams {
     pub(crate) is_recurrent: Vec<bool>,
     pub(crate) ssm: Option<SsmParams>,
     pub(crate) mla: Option<MlaParams>,
+    pub(crate) expert_gating_func: u32,
+    pub(crate) expert_weights_norm: bool,
+    pub(crate) expert_weights_scale: f32,
     /// `<arch>.vocab_size`, if present.
     pub(crate) vocab_size_key: Option<u64>,
 }
@@ -366,6 +369,18 @@ pub(crate) fn read(
         is_recurrent: vec![false; n_layer_all],
         ssm: None,
         mla: None,
+        // deepseek2.cpp:20-22: read when present, else 0 / false / 0.0 (llama-hparams.h defaults)
+        expert_gating_func: keys.opt_u32("expert_gating_func")?.unwrap_or(0),
+        expert_weights_norm: keys
+            .meta
+            .get(&keys.key("expert_weights_norm"))
+            .and_then(MetadataValue::as_bool)
+            .unwrap_or(false),
+        expert_weights_scale: keys
+            .meta
+            .get(&keys.key("expert_weights_scale"))
+            .and_then(|v| if let MetadataValue::F32(x) = v { Some(*x) } else { None })
+            .unwrap_or(0.0),
         vocab_size_key: keys.opt_u64("vocab_size")?,
     };
 

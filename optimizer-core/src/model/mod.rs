@@ -173,6 +173,12 @@ pub struct ModelDescription {
     pub ssm: Option<SsmParams>,
     /// The MLA sizes, when MLA is active.
     pub mla: Option<MlaParams>,
+    /// `expert_gating_func` as stored (0 when absent: deepseek2.cpp:23-31 then picks one).
+    pub expert_gating_func: u32,
+    /// `expert_weights_norm` (false when absent).
+    pub expert_weights_norm: bool,
+    /// `expert_weights_scale` (0 when absent).
+    pub expert_weights_scale: f32,
     /// Every block, `0..n_layer_all`.
     pub layers: Vec<LayerInfo>,
     /// Every tensor, in shard order then file order.
@@ -289,6 +295,9 @@ impl ModelDescription {
             n_swa: hp.n_swa,
             ssm: hp.ssm,
             mla: hp.mla,
+            expert_gating_func: hp.expert_gating_func,
+            expert_weights_norm: hp.expert_weights_norm,
+            expert_weights_scale: hp.expert_weights_scale,
             layers,
             tensors,
             warnings,

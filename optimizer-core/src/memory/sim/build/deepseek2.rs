@@ -725,6 +725,13 @@ mod tests {
     /// attention with a q8_0 cache on two GPUs (glm-d01), without flash attention with an F16 cache
     /// (glm8-v05), four unshared KV streams (glm8-v04).
     #[test]
+    fn glm_routing_hparams_are_read() {
+        let m = glm("Q4_K_M");
+        assert_eq!((m.expert_gating_func, m.expert_weights_norm), (2, true));
+        assert!((m.expert_weights_scale - 1.8).abs() < 1e-6);
+    }
+
+    #[test]
     fn glm_graph_matches_traced_nodes() {
         let dir = repo().join("fixtures/ground-truth/traces/nodes");
         for id in ["glm-d01", "glm8-v05", "glm8-v04"] {
