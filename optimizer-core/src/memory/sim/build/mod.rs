@@ -9,6 +9,7 @@
 
 pub mod deepseek2;
 pub mod ffn;
+pub mod qwen3next;
 pub mod recurrent;
 
 use crate::memory::sim::ggml::{Ctx, Graph, TensorId};
