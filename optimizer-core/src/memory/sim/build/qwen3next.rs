@@ -587,8 +587,7 @@ fn build_layer_ffn(g: &mut LlmGraph<'_>, cur: TensorId, il: usize) -> TensorId {
     p.down_exps = g.layer_weight(il, "ffn_down_exps.weight");
     p.gate_up_exps = g.layer_weight(il, "ffn_gate_up_exps.weight");
     p.norm_w = true;
-    // hparams.expert_weights_scale: qwen3next GGUFs carry none (0: no scaling)
-    p.w_scale = 0.0;
+    p.w_scale = g.model.expert_weights_scale;
     let moe_out = g.build_moe_ffn(cur, &p, ili);
     g.cb(moe_out, "ffn_moe_out", ili);
 
