@@ -228,6 +228,10 @@ pub struct Tensor {
     /// The backend llama.cpp pinned the node to with `ggml_backend_sched_set_tensor_backend` (the
     /// graph callback does it for some layer tensors), as an index into the scheduler's backend list.
     pub pinned: Option<usize>,
+    /// Whether the buffer holding the tensor is a weights buffer (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`,
+    /// llama-model.cpp): the scheduler runs ops next to their weights and offloads ops on CPU
+    /// weights. KV cache and recurrent-state buffers are not.
+    pub weight: bool,
     /// `op_params` as 32-bit words, where the op's parameters matter to a simulation (the view
     /// offset, permute axes, the glu variant's `swapped`); zero otherwise.
     pub op_params: [i32; 4],
@@ -284,6 +288,29 @@ impl Tensor {
                     // this dimension does not need to be contiguous
                     next_nb = self.ne[i] as u64 * self.nb[i];
                 }
+            }
+        }
+        true
+    }
+
+    /// `ggml_is_contiguous_m_n` (ggml.c:1474-1492): dimensions `m+1..n` packed after the ones below
+    /// (dimensions `1..=m` may have any stride); `ggml_is_contiguous_{0,1,2}` are `(m, 4)`,
+    /// `ggml_is_contiguous_to_{1,2,3}` are `(0, n)`.
+    pub fn is_contiguous_m_n(&self, m: usize, n: usize) -> bool {
+        let mut next_nb = self.ty.type_size();
+        if self.ne[0] != self.ty.block_size() as i64 && self.nb[0] != next_nb {
+            return false;
+        }
+        next_nb *= self.ne[0] as u64 / self.ty.block_size();
+        for i in 1..n.min(MAX_DIMS) {
+            if i > m {
+                if self.ne[i] != 1 && self.nb[i] != next_nb {
+                    return false;
+                }
+                next_nb *= self.ne[i] as u64;
+            } else {
+                // this dimension does not need to be contiguous
+                next_nb = self.ne[i] as u64 * self.nb[i];
             }
         }
         true
@@ -390,6 +417,7 @@ impl Ctx {
             flags: 0,
             backend: None,
             pinned: None,
+            weight: false,
             op_params: [0; 4],
         });
         id
@@ -409,6 +437,13 @@ impl Ctx {
         let t = self.t_mut(id);
         name.clone_into(&mut t.name);
         t.backend = Some(backend);
+        id
+    }
+
+    /// A model weight already loaded into a weights buffer of scheduler backend `backend`.
+    pub fn new_weight(&mut self, name: &str, ty: GgmlType, ne: &[i64], backend: usize) -> TensorId {
+        let id = self.new_resident(name, ty, ne, backend);
+        self.t_mut(id).weight = true;
         id
     }
 

@@ -12,3 +12,4 @@
 
 pub mod build;
 pub mod ggml;
+pub mod sched;

@@ -104,7 +104,7 @@ impl<'a> LlmGraph<'a> {
             .map_or(Location::Host, |p| p.location);
         let backend = self.backend_of(loc);
         let ne: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
-        let id = self.ctx.new_resident(&t.name, t.ggml_type, &ne, backend);
+        let id = self.ctx.new_weight(&t.name, t.ggml_type, &ne, backend);
         self.weights[index] = Some(id);
         Some(id)
     }

@@ -1,0 +1,1016 @@
+//! ggml's backend scheduler (ggml/src/ggml-backend.cpp:904-2260 of llama.cpp 11434), shape only: which
+//! backend runs each node of a graph, where the graph splits, which tensors each split copies in from
+//! another backend, and the graph copy (`sched->graph`) with its node and leaf buffer ids that
+//! `ggml_backend_sched_reserve` hands to the graph allocator. The compute buffer of a backend is
+//! what the allocator makes of that graph copy, so the copies (`CUDA0#inp_pos#0`), the dependency
+//! nodes (`inp_pos (view)`) and their order must be llama.cpp's exactly.
+//!
+//! The backends are llama.cpp's (src/llama-context.cpp:405-425): the model's GPU devices in order,
+//! then the CPU, whose buffer type is the first GPU's pinned host buffer (`CUDA_Host`) when there
+//! are GPUs. A tensor already in memory (a weight, the KV cache, recurrent state) carries the index
+//! of the backend whose buffer holds it ([`Tensor::backend`]); [`Tensor::weight`] says whether that
+//! buffer is a weights buffer (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`, which the scheduler treats
+//! specially).
+
+use crate::gguf::GgmlType;
+use crate::memory::sim::ggml::{
+    Ctx, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, Tensor, TensorId, Unary,
+};
+
+/// `GGML_SCHED_MAX_BACKENDS` (ggml-backend.cpp:904).
+pub const MAX_BACKENDS: usize = 16;
+/// `GGML_SCHED_MAX_SPLIT_INPUTS` (ggml-backend.cpp:908): in this build only the initial capacity of
+/// a split's input list, which grows as needed; it no longer forces a new split.
+pub const MAX_SPLIT_INPUTS: usize = 30;
+/// `GGML_SCHED_MAX_COPIES` (ggml-backend.cpp:912): the copies of every input a pipeline-parallel
+/// scheduler keeps.
+pub const MAX_COPIES: usize = 4;
+/// The CUDA device's default `op_offload_min_batch_size` (ggml-cuda.cu:5928, `GGML_OP_OFFLOAD_MIN_BATCH`).
+pub const OP_OFFLOAD_MIN_BATCH: i64 = 32;
+
+/// One backend of the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// CUDA device `i` (`ggml_backend_name`: `CUDA{i}`).
+    Cuda(usize),
+    /// The CPU backend (always the last, ggml-backend.cpp:2013).
+    Cpu,
+}
+
+impl BackendKind {
+    /// `ggml_backend_name`.
+    pub fn name(self) -> String {
+        match self {
+            BackendKind::Cuda(i) => format!("CUDA{i}"),
+            BackendKind::Cpu => "CPU".to_owned(),
+        }
+    }
+}
+
+/// A buffer type (`ggml_backend_buffer_type_t`) as far as the scheduler tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buft {
+    /// `CUDA{i}`: device memory of CUDA device `i`.
+    Cuda(usize),
+    /// `CUDA_Host`: pinned host memory (a host buffer type).
+    CudaHost,
+    /// `CPU`: plain host memory.
+    Cpu,
+}
+
+impl Buft {
+    /// `ggml_backend_buft_is_host`.
+    pub fn is_host(self) -> bool {
+        !matches!(self, Buft::Cuda(_))
+    }
+}
+
+/// How llama.cpp set up its scheduler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedConfig {
+    /// The backends in priority order; the last is the CPU.
+    pub backends: Vec<BackendKind>,
+    /// `op_offload` (`--no-op-offload` clears it, src/llama-context.cpp:275).
+    pub op_offload: bool,
+    /// `n_copies`: [`MAX_COPIES`] with pipeline parallelism, else 1 (ggml-backend.cpp:2022).
+    pub n_copies: usize,
+    /// The CUDA devices' `op_offload_min_batch_size`.
+    pub op_offload_min_batch: i64,
+    /// Whether the CUDA backend's `graph_optimize` adds its fusion allocation dependencies
+    /// (ggml-cuda.cu:4604-4700; `GGML_CUDA_DISABLE_FUSION` turns them off).
+    pub cuda_fusion: bool,
+}
+
+impl SchedConfig {
+    /// llama.cpp's scheduler for `n_gpus` model devices (src/llama-context.cpp:405-461, 643): the
+    /// GPUs in order, then the CPU.
+    pub fn llama(n_gpus: usize, op_offload: bool, pipeline_parallel: bool) -> SchedConfig {
+        let mut backends: Vec<BackendKind> = (0..n_gpus).map(BackendKind::Cuda).collect();
+        backends.push(BackendKind::Cpu);
+        SchedConfig {
+            backends,
+            op_offload,
+            n_copies: if pipeline_parallel { MAX_COPIES } else { 1 },
+            op_offload_min_batch: OP_OFFLOAD_MIN_BATCH,
+            cuda_fusion: true,
+        }
+    }
+
+    /// The buffer type of backend `b` (`sched->bufts[b]`): a GPU's own, and for the CPU the first
+    /// GPU's host buffer type when there is a GPU (src/llama-context.cpp:410-418).
+    pub fn buft(&self, b: usize) -> Buft {
+        match self.backends[b] {
+            BackendKind::Cuda(i) => Buft::Cuda(i),
+            BackendKind::Cpu if self.backends.len() > 1 => Buft::CudaHost,
+            BackendKind::Cpu => Buft::Cpu,
+        }
+    }
+
+    /// The buffer type of the buffer a resident tensor on backend `b` lives in. Weights on the
+    /// CPU are in `CUDA_Host` with GPUs, a KV cache in `CPU` (-nkvo); both are host buffer types,
+    /// which is all the scheduler asks of them.
+    fn resident_buft(&self, b: usize) -> Buft {
+        self.buft(b)
+    }
+
+    /// `ggml_backend_supports_buft(backends[b], buft)`: a CUDA device its own memory only
+    /// (ggml-cuda.cu:5733, not integrated), the CPU any host buffer (ggml-cpu.cpp:489).
+    fn supports_buft(&self, b: usize, buft: Buft) -> bool {
+        match self.backends[b] {
+            BackendKind::Cuda(i) => buft == Buft::Cuda(i),
+            BackendKind::Cpu => buft.is_host(),
+        }
+    }
+}
+
+/// Whether llama.cpp enables pipeline parallelism (src/llama-context.cpp:432-437): more than one
+/// device, every layer and the output offloaded, layer split, the KV cache offloaded, no tensor
+/// overrides (CUDA devices support async compute and events).
+pub fn pipeline_parallel(
+    n_devices: usize,
+    n_gpu_layers: u32,
+    n_layer_all: usize,
+    split_mode_layer: bool,
+    offload_kqv: bool,
+    has_tensor_overrides: bool,
+) -> bool {
+    n_devices > 1
+        && n_gpu_layers as usize > n_layer_all
+        && split_mode_layer
+        && offload_kqv
+        && !has_tensor_overrides
+}
+
+/// One split: consecutive nodes of the graph on one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// The backend that runs it.
+    pub backend: usize,
+    /// Its first node in the scheduled graph's source (the graph given to [`schedule`]).
+    pub i_start: usize,
+    /// One past its last node.
+    pub i_end: usize,
+    /// The tensors copied in from other backends, in order.
+    pub inputs: Vec<TensorId>,
+}
+
+/// The scheduled graph: `sched->graph` with `node_backend_ids` and `leaf_backend_ids`, and the
+/// splits.
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    /// The graph copy the allocator reserves (nodes with the input copies and dependency nodes,
+    /// leafs with the input copies first under pipeline parallelism).
+    pub graph: Graph,
+    /// The backend (= allocator buffer) of each node of `graph`.
+    pub node_backend: Vec<usize>,
+    /// The backend of each leaf of `graph`.
+    pub leaf_backend: Vec<usize>,
+    /// The splits.
+    pub splits: Vec<Split>,
+    /// The backend of every tensor of the context as the scheduler assigned it (`None`: never
+    /// assigned), by arena index of the tensors that existed before scheduling.
+    pub tensor_backend: Vec<Option<usize>>,
+}
+
+impl Scheduled {
+    /// `ggml_backend_sched_get_n_splits`.
+    pub fn n_splits(&self) -> usize {
+        self.splits.len()
+    }
+}
+
+/// A graph the scheduler cannot place, as ggml would abort on it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SchedError {
+    /// `GGML_ASSERT(n_backends <= GGML_SCHED_MAX_BACKENDS)` or an empty backend list or one that
+    /// does not end with the CPU.
+    #[error("the scheduler takes 1 to {MAX_BACKENDS} backends ending with the CPU, got {0}")]
+    Backends(usize),
+    /// A pre-allocated tensor whose buffer's backends cannot run its op
+    /// (ggml-backend.cpp:1076-1080).
+    #[error("pre-allocated tensor {tensor:?} is in a buffer that cannot run its op {op}")]
+    Preallocated {
+        /// The tensor's name.
+        tensor: String,
+        /// Its op.
+        op: &'static str,
+    },
+    /// A node no backend supports (ggml-backend.cpp:1436).
+    #[error("no backend supports node {node:?} ({op})")]
+    Unassigned {
+        /// The node's name.
+        node: String,
+        /// Its op.
+        op: &'static str,
+    },
+}
+
+/// The scheduler's state for one `ggml_backend_sched_split_graph` (`struct ggml_backend_sched`).
+struct Sched<'c> {
+    cfg: &'c SchedConfig,
+    /// `hv_tensor_backend_ids`, by arena index (`-1`: unassigned).
+    backend_ids: Vec<i32>,
+    /// `hv_tensor_copies[id][backend][copy]`, flattened.
+    copies: Vec<Option<TensorId>>,
+    /// The arena size when scheduling started: the tensors the hash tables cover.
+    n_tensors: usize,
+}
+
+impl Sched<'_> {
+    fn id(&self, t: Option<TensorId>) -> i32 {
+        match t {
+            Some(t) if t.index() < self.n_tensors => self.backend_ids[t.index()],
+            _ => -1,
+        }
+    }
+
+    fn copy_slot(&self, t: TensorId, backend: usize, copy: usize) -> usize {
+        (t.index() * self.cfg.backends.len() + backend) * self.cfg.n_copies + copy
+    }
+
+    /// The buffer type of the buffer `t` (or its view source) is in, if it is pre-allocated.
+    fn buffer_of(&self, ctx: &Ctx, t: &Tensor) -> Option<Buft> {
+        let base = t.view_src.map_or(t, |v| ctx.t(v));
+        base.backend.map(|b| self.cfg.resident_buft(b))
+    }
+
+    /// `ggml_backend_sched_backend_from_buffer` (ggml-backend.cpp:1028-1049).
+    fn backend_from_buffer(&self, ctx: &Ctx, tensor: TensorId, op: TensorId) -> i32 {
+        let Some(buft) = self.buffer_of(ctx, ctx.t(tensor)) else { return -1 };
+        // find highest prio backend that supports the buffer type and the op
+        for b in 0..self.cfg.backends.len() {
+            if self.cfg.supports_buft(b, buft) && supports_op(self.cfg, b, ctx, op) {
+                return b as i32;
+            }
+        }
+        -1
+    }
+
+    /// `ggml_backend_sched_backend_id_from_cur` (ggml-backend.cpp:1061-1125).
+    fn backend_id_from_cur(&self, ctx: &Ctx, tensor: TensorId) -> Result<i32, SchedError> {
+        // assign pre-allocated nodes to their backend
+        let t = ctx.t(tensor);
+        if t.backend.is_some() {
+            let b = self.backend_from_buffer(ctx, tensor, tensor);
+            if b != -1 {
+                return Ok(b);
+            }
+        }
+        // view_src
+        if let Some(v) = t.view_src {
+            let b = self.backend_from_buffer(ctx, v, tensor);
+            if b != -1 {
+                return Ok(b);
+            }
+        }
+        if self.buffer_of(ctx, t).is_some() {
+            // since the tensor is pre-allocated, it cannot be moved to another backend
+            return Err(SchedError::Preallocated { tensor: t.name.clone(), op: t.op.desc() });
+        }
+        // graph input
+        if t.flags & FLAG_INPUT != 0 {
+            return Ok(self.cfg.backends.len() as i32 - 1);
+        }
+        // operations with weights are preferably run on the same backend as the weights; ROPE and
+        // FLASH_ATTN_EXT are skipped (their small rope-freqs / sinks tensors should not choose)
+        if t.op == Op::Rope || t.op == Op::FlashAttnExt {
+            return Ok(-1);
+        }
+        let n = self.cfg.backends.len();
+        for src in t.src.iter().flatten() {
+            let s = ctx.t(*src);
+            if s.backend.is_some() && s.weight {
+                let src_backend = self.backend_from_buffer(ctx, *src, tensor);
+                // check if a backend with higher prio wants to offload the op
+                let host = s.backend.is_some_and(|b| self.cfg.resident_buft(b).is_host());
+                if self.cfg.op_offload && src_backend == n as i32 - 1 && host {
+                    for b in 0..n - 1 {
+                        if supports_op(self.cfg, b, ctx, tensor) && offload_op(self.cfg, b, ctx.t(tensor)) {
+                            return Ok(b as i32);
+                        }
+                    }
+                }
+                return Ok(src_backend);
+            }
+        }
+        Ok(-1)
+    }
+
+    /// `ggml_backend_sched_buffer_supported` (ggml-backend.cpp:1177-1196).
+    fn buffer_supported(&self, ctx: &Ctx, t: TensorId, b: usize) -> bool {
+        let tensor = ctx.t(t);
+        let buft = if let Some(buft) = self.buffer_of(ctx, tensor) {
+            Some(buft)
+        } else {
+            // see if the tensor already has a backend assigned, and use the buffer type of that backend
+            let mut id = self.id(Some(t));
+            if id == -1 && tensor.view_src.is_some() {
+                id = self.id(tensor.view_src);
+            }
+            (id != -1).then(|| self.cfg.buft(id as usize))
+        };
+        buft.is_some_and(|buft| self.cfg.supports_buft(b, buft))
+    }
+
+    /// `ggml_backend_sched_set_if_supported` (ggml-backend.cpp:1198-1203).
+    fn set_if_supported(&mut self, ctx: &Ctx, node: TensorId, b: usize) {
+        if supports_op(self.cfg, b, ctx, node) {
+            self.backend_ids[node.index()] = b as i32;
+        }
+    }
+}
+
+/// `ggml_backend_sched_split_graph` (ggml-backend.cpp:1206-1745) on a freshly reset scheduler, as
+/// `ggml_backend_sched_reserve` calls it (ggml-backend.cpp:2131-2146): assigns every node and leaf
+/// a backend, splits the graph and builds the graph copy with the split inputs' copies. Node
+/// sources that read another backend's tensor are redirected to the copy in `ctx`, as ggml does, so
+/// `graph` must not be scheduled twice.
+pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Scheduled, SchedError> {
+    let n_backends = cfg.backends.len();
+    if n_backends == 0 || n_backends > MAX_BACKENDS || cfg.backends[n_backends - 1] != BackendKind::Cpu {
+        return Err(SchedError::Backends(n_backends));
+    }
+    let n_copies = cfg.n_copies.max(1);
+    let n_tensors = ctx.tensors.len();
+    let mut s = Sched {
+        cfg,
+        // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
+        // before building the graph
+        backend_ids: ctx.tensors.iter().map(|t| t.pinned.map_or(-1, |b| b as i32)).collect(),
+        copies: vec![None; n_tensors * n_backends * n_copies],
+        n_tensors,
+    };
+    let cur_copy = 0usize;
+    let cpu = n_backends as i32 - 1;
+    let mut nodes: Vec<TensorId> = graph.nodes.clone();
+
+    // pass 1: assign backends to ops with pre-allocated inputs
+    for &leaf in &graph.leafs {
+        if s.id(Some(leaf)) == -1 {
+            s.backend_ids[leaf.index()] = s.backend_id_from_cur(ctx, leaf)?;
+        }
+    }
+    for &node in &nodes {
+        if s.id(Some(node)) == -1 {
+            s.backend_ids[node.index()] = s.backend_id_from_cur(ctx, node)?;
+        }
+    }
+
+    // pass 2: expand current backend assignments: gpu down, gpu up (the CPU, the lowest priority
+    // backend, is not expanded), then the rest down and up
+    let order_down: Vec<usize> = (0..nodes.len()).collect();
+    let order_up: Vec<usize> = (0..nodes.len()).rev().collect();
+    for (order, skip_cpu) in
+        [(&order_down, true), (&order_up, true), (&order_down, false), (&order_up, false)]
+    {
+        let mut cur = -1i32;
+        for &i in order {
+            let node = nodes[i];
+            if ctx.t(node).op.is_view() {
+                continue;
+            }
+            let id = s.id(Some(node));
+            if id != -1 {
+                cur = if skip_cpu && id == cpu { -1 } else { id };
+            } else if cur != -1 {
+                s.set_if_supported(ctx, node, cur as usize);
+            }
+        }
+    }
+
+    // pass 3: upgrade nodes to higher prio backends with compatible buffer types, and give the
+    // remaining unassigned nodes the backend with the most supported inputs
+    for &node in &nodes {
+        let t = ctx.t(node);
+        if t.op.is_view() {
+            continue;
+        }
+        let id = s.id(Some(node));
+        if id == -1 {
+            let mut n_supported_best = -1i32;
+            for b in 0..n_backends {
+                if supports_op(cfg, b, ctx, node) {
+                    let mut n_supported = 0;
+                    for src in t.src.iter().flatten() {
+                        let view = ctx.t(*src).view_src;
+                        if (s.id(Some(*src)) != -1 || s.id(view) != -1) && s.buffer_supported(ctx, *src, b) {
+                            n_supported += 1;
+                        }
+                    }
+                    if n_supported > n_supported_best {
+                        n_supported_best = n_supported;
+                        s.backend_ids[node.index()] = b as i32;
+                    }
+                }
+            }
+        } else {
+            let id = id as usize;
+            for b in 0..id {
+                if cfg.buft(b) == cfg.buft(id) && supports_op(cfg, b, ctx, node) {
+                    let supported = t.src.iter().flatten().all(|src| s.buffer_supported(ctx, *src, b));
+                    if supported {
+                        s.backend_ids[node.index()] = b as i32;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // pass 4: assign backends to remaining src from dst and view_src
+    for &node in &nodes {
+        let t = ctx.t(node);
+        if t.view_src.is_some() && s.id(Some(node)) == -1 {
+            s.backend_ids[node.index()] = s.id(t.view_src);
+        }
+        let cur = s.id(Some(node));
+        for src in t.src.iter().flatten() {
+            if s.id(Some(*src)) == -1 {
+                let st = ctx.t(*src);
+                // views are always on the same backend as the source
+                s.backend_ids[src.index()] = if st.view_src.is_some() { s.id(st.view_src) } else { cur };
+            }
+        }
+        // if the node is still unassigned, assign it to the first backend that supports it
+        for b in 0..n_backends {
+            if s.id(Some(node)) != -1 {
+                break;
+            }
+            s.set_if_supported(ctx, node, b);
+        }
+        if s.id(Some(node)) == -1 {
+            return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+        }
+    }
+
+    // pass 5: split graph, find tensors that need to be copied
+    let mut splits: Vec<Split> = Vec::new();
+    {
+        let first = nodes.iter().position(|&n| !ctx.t(n).op.is_view());
+        let backend = first.map_or(0, |i| s.id(Some(nodes[i])).max(0) as usize);
+        splits.push(Split { backend, i_start: 0, i_end: 0, inputs: Vec::new() });
+        let mut cur_backend = backend as i32;
+        for (i, &node) in nodes.iter().enumerate().skip(first.unwrap_or(nodes.len())) {
+            if ctx.t(node).op.is_view() {
+                continue;
+            }
+            let node_backend = s.id(Some(node));
+            if node_backend == -1 {
+                let t = ctx.t(node);
+                return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+            }
+            // check if we should start a new split based on the sources of the current node: a
+            // weight on a different and incompatible backend (so that the memory of the
+            // previously offloaded weights can be reused)
+            let mut need_new_split = false;
+            let n_inputs = splits.last().map_or(0, |sp| sp.inputs.len());
+            if node_backend == cur_backend && n_inputs > 0 {
+                for src in ctx.t(node).src.iter().flatten() {
+                    let st = ctx.t(*src);
+                    if st.backend.is_some()
+                        && st.weight
+                        && s.id(Some(*src)) != cur_backend
+                        && !s.buffer_supported(ctx, *src, cur_backend as usize)
+                    {
+                        need_new_split = true;
+                        break;
+                    }
+                }
+            }
+            if node_backend != cur_backend || need_new_split {
+                if let Some(last) = splits.last_mut() {
+                    last.i_end = i;
+                }
+                splits.push(Split {
+                    backend: node_backend as usize,
+                    i_start: i,
+                    i_end: 0,
+                    inputs: Vec::new(),
+                });
+                cur_backend = node_backend;
+            }
+            // find inputs that are not on the same backend
+            for j in 0..MAX_SRC {
+                let Some(src) = ctx.t(node).src[j] else { continue };
+                let src_backend = s.id(Some(src));
+                if src_backend == -1 {
+                    let st = ctx.t(src);
+                    return Err(SchedError::Unassigned { node: st.name.clone(), op: st.op.desc() });
+                }
+                if src_backend != cur_backend && !s.buffer_supported(ctx, src, cur_backend as usize) {
+                    // create a copy of the input in the split's backend
+                    let cb = cur_backend as usize;
+                    if s.copies[s.copy_slot(src, cb, 0)].is_none() {
+                        let name = cfg.backends[cb].name();
+                        for c in 0..n_copies {
+                            let copy = dup_tensor_layout(ctx, src);
+                            let src_name = ctx.t(src).name.clone();
+                            let t = ctx.t_mut(copy);
+                            t.name = format!("{name}#{src_name}#{c}");
+                            if n_copies > 1 {
+                                // prevent ggml-alloc from overwriting the tensor
+                                t.flags |= FLAG_INPUT | FLAG_OUTPUT;
+                            }
+                            let slot = s.copy_slot(src, cb, c);
+                            s.copies[slot] = Some(copy);
+                        }
+                        if let Some(last) = splits.last_mut() {
+                            last.inputs.push(src);
+                        }
+                    }
+                    ctx.t_mut(node).src[j] = s.copies[s.copy_slot(src, cb, cur_copy)];
+                }
+            }
+        }
+        let n = nodes.len();
+        if let Some(last) = splits.last_mut() {
+            last.i_end = n;
+        }
+    }
+
+    // pass 6: collect all input tensors into graph_inputs (pipeline parallelism only)
+    let mut graph_inputs: Vec<TensorId> = Vec::new();
+    if n_copies > 1 {
+        for &leaf in &graph.leafs {
+            if ctx.t(leaf).flags & FLAG_INPUT == 0 {
+                continue;
+            }
+            let b = s.id(Some(leaf));
+            if b == -1 {
+                let t = ctx.t(leaf);
+                return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+            }
+            let b = b as usize;
+            if s.copies[s.copy_slot(leaf, b, 0)].is_none() {
+                let name = cfg.backends[b].name();
+                for c in 0..n_copies {
+                    let copy = if c == cur_copy {
+                        // use the original tensor as the current copy
+                        leaf
+                    } else {
+                        let copy = dup_tensor_layout(ctx, leaf);
+                        let leaf_name = ctx.t(leaf).name.clone();
+                        ctx.t_mut(copy).name = format!("{name}#{leaf_name}#{c}");
+                        copy
+                    };
+                    // prevent ggml-alloc from overwriting the tensor
+                    ctx.t_mut(copy).flags |= FLAG_INPUT | FLAG_OUTPUT;
+                    let slot = s.copy_slot(leaf, b, c);
+                    s.copies[slot] = Some(copy);
+                }
+            }
+            graph_inputs.push(leaf);
+        }
+    }
+
+    // the backends' graph_optimize on each split (ggml-backend.cpp:1614-1620): CUDA may reorder a
+    // split's nodes and asks to keep some tensors alive until a later node
+    let mut alloc_deps: Vec<(TensorId, Vec<TensorId>)> = Vec::new();
+    for sp in &splits {
+        if cfg.cuda_fusion && matches!(cfg.backends[sp.backend], BackendKind::Cuda(_)) {
+            let deps = cuda_graph_optimize(ctx, &mut nodes[sp.i_start..sp.i_end]);
+            for (tensor, until) in deps {
+                match alloc_deps.iter_mut().find(|(u, _)| *u == until) {
+                    Some((_, keep)) => {
+                        if !keep.contains(&tensor) {
+                            keep.push(tensor);
+                        }
+                    }
+                    None => alloc_deps.push((until, vec![tensor])),
+                }
+            }
+        }
+    }
+
+    // the graph copy (ggml-backend.cpp:1640-1740)
+    let mut copy = Graph::new();
+    let mut node_backend: Vec<usize> = Vec::new();
+    let mut leaf_backend: Vec<usize> = Vec::new();
+    for sp in &splits {
+        // add inputs to the graph copy so that they are allocated by ggml-alloc at the start of the split
+        for &input in &sp.inputs {
+            let Some(input_cpy) = s.copies[s.copy_slot(input, sp.backend, cur_copy)] else { continue };
+            // add a dependency to the input source so that it is not freed before the copy is done
+            let dep = ctx.view_tensor(input);
+            ctx.t_mut(dep).src[0] = Some(input);
+            copy.nodes.push(dep);
+            node_backend.push(s.id(Some(input)) as usize);
+            // add a dependency to the input copy so that it is allocated at the start of the split
+            copy.nodes.push(input_cpy);
+            node_backend.push(sp.backend);
+        }
+        for &node in &nodes[sp.i_start..sp.i_end] {
+            copy.nodes.push(node);
+            node_backend.push(s.id(Some(node)) as usize);
+            // add a dependency node so that the kept tensors are not freed before this node is computed
+            if let Some((_, keep)) = alloc_deps.iter().find(|(u, _)| *u == node) {
+                for chunk in keep.chunks(MAX_SRC) {
+                    let dep = ctx.view_tensor(chunk[0]);
+                    for (k, &t) in chunk.iter().enumerate() {
+                        ctx.t_mut(dep).src[k] = Some(t);
+                    }
+                    copy.nodes.push(dep);
+                    node_backend.push(sp.backend);
+                }
+            }
+        }
+    }
+    if n_copies > 1 {
+        // add input copies as leafs so that they are allocated first
+        for &input in &graph_inputs {
+            let b = s.id(Some(input)) as usize;
+            for c in 0..n_copies {
+                if let Some(t) = s.copies[s.copy_slot(input, b, c)] {
+                    copy.leafs.push(t);
+                    leaf_backend.push(b);
+                }
+            }
+        }
+        for sp in &splits {
+            for &input in &sp.inputs {
+                for c in 0..n_copies {
+                    if let Some(t) = s.copies[s.copy_slot(input, sp.backend, c)] {
+                        copy.leafs.push(t);
+                        leaf_backend.push(sp.backend);
+                    }
+                }
+            }
+        }
+    }
+    // add leafs from the original graph
+    for &leaf in &graph.leafs {
+        copy.leafs.push(leaf);
+        leaf_backend.push(s.id(Some(leaf)).max(0) as usize);
+    }
+
+    let tensor_backend = s.backend_ids.iter().map(|&b| usize::try_from(b).ok()).collect();
+    Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits, tensor_backend })
+}
+
+/// `ggml_dup_tensor_layout` (ggml-backend.cpp:889-895): a new tensor of `t`'s type and shape with
+/// its strides.
+fn dup_tensor_layout(ctx: &mut Ctx, t: TensorId) -> TensorId {
+    let nb = ctx.t(t).nb;
+    let dup = ctx.dup_tensor(t);
+    ctx.t_mut(dup).nb = nb;
+    dup
+}
+
+/// `ggml_backend_supports_op(backends[b], op)`.
+pub fn supports_op(cfg: &SchedConfig, b: usize, ctx: &Ctx, op: TensorId) -> bool {
+    match cfg.backends[b] {
+        BackendKind::Cuda(dev) => cuda_supports_op(cfg, dev, ctx, ctx.t(op)),
+        BackendKind::Cpu => cpu_supports_op(ctx.t(op)),
+    }
+}
+
+/// `ggml_backend_cpu_device_supports_op` (ggml-cpu.cpp:424-487) for the ops and buffer types
+/// llama.cpp's graphs use here (no extra buffer types: with GPUs, CPU weights are in `CUDA_Host`).
+fn cpu_supports_op(t: &Tensor) -> bool {
+    match t.op {
+        Op::Cpy | Op::SetRows => !matches!(
+            t.ty,
+            GgmlType::Iq3Xxs
+                | GgmlType::Iq3S
+                | GgmlType::Iq2Xxs
+                | GgmlType::Iq2Xs
+                | GgmlType::Iq2S
+                | GgmlType::Iq1S
+                | GgmlType::Iq1M
+        ),
+        _ => true,
+    }
+}
+
+/// `ggml_is_contiguous_1`.
+fn contiguous_1(t: &Tensor) -> bool {
+    t.is_contiguous_m_n(1, 4)
+}
+
+/// `ggml_backend_cuda_device_supports_op` (ggml-cuda.cu:5252-5731) for the ops of [`Op`], built
+/// with CUB (common.cuh:114) and a non-integrated device.
+fn cuda_supports_op(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> bool {
+    use GgmlType as T;
+    // check if all the sources are allocated on this device
+    for src in t.src.iter().flatten() {
+        if let Some(b) = ctx.t(*src).backend {
+            if let Buft::Cuda(d) = cfg.resident_buft(b) {
+                if d != dev {
+                    return false;
+                }
+            }
+        }
+    }
+    let src = |i: usize| t.src[i].map(|s| ctx.t(s));
+    let ty0 = src(0).map(|s| s.ty);
+    let ty1 = src(1).map(|s| s.ty);
+    match t.op {
+        Op::Unary(u) => {
+            let ok = matches!(
+                u,
+                Unary::Neg
+                    | Unary::Gelu
+                    | Unary::Silu
+                    | Unary::Relu
+                    | Unary::Sigmoid
+                    | Unary::Tanh
+                    | Unary::Exp
+                    | Unary::Softplus
+            );
+            ok && src(0).is_some_and(|s| s.is_contiguous_m_n(0, 4))
+        }
+        Op::Glu(g) => {
+            if ty0 == Some(T::Bf16) && g == Glu::SwigluOai {
+                return false;
+            }
+            src(0).is_some_and(contiguous_1)
+        }
+        Op::MulMat | Op::MulMatId => {
+            let (Some(a), Some(b)) = (src(0), src(1)) else { return false };
+            if a.nb[0] != a.ty.type_size() || b.nb[0] != b.ty.type_size() {
+                return false;
+            }
+            if b.ty == T::F16 && a.ty != T::F16 {
+                return false;
+            }
+            matches!(
+                a.ty,
+                T::F32
+                    | T::F16
+                    | T::Q1_0
+                    | T::Q2_0
+                    | T::Q4_0
+                    | T::Q4_1
+                    | T::Q5_0
+                    | T::Q5_1
+                    | T::Q8_0
+                    | T::Mxfp4
+                    | T::Nvfp4
+                    | T::Q2K
+                    | T::Q3K
+                    | T::Q4K
+                    | T::Q5K
+                    | T::Q6K
+                    | T::Q8K
+                    | T::Iq1M
+                    | T::Iq1S
+                    | T::Iq2S
+                    | T::Iq2Xs
+                    | T::Iq2Xxs
+                    | T::Iq3S
+                    | T::Iq3Xxs
+                    | T::Iq4Nl
+                    | T::Iq4Xs
+                    | T::Bf16
+            )
+        }
+        Op::GetRows => match ty0 {
+            Some(
+                T::F16
+                | T::F32
+                | T::Bf16
+                | T::I32
+                | T::Q1_0
+                | T::Q2_0
+                | T::Q4_0
+                | T::Q4_1
+                | T::Q5_0
+                | T::Q5_1
+                | T::Q8_0
+                | T::Q2K
+                | T::Q3K
+                | T::Q4K
+                | T::Q5K
+                | T::Q6K
+                | T::Iq2Xxs
+                | T::Iq2Xs
+                | T::Iq2S
+                | T::Iq3Xxs
+                | T::Iq3S
+                | T::Iq1S
+                | T::Iq1M
+                | T::Iq4Xs,
+            ) => true,
+            // 32-value sub-blocks: the get_rows kernel iterates on QK_K super-blocks
+            Some(T::Iq4Nl | T::Mxfp4) => src(0).is_some_and(|s| s.ne[0] % 256 == 0),
+            _ => false,
+        },
+        Op::SetRows => {
+            let dst_ok = matches!(
+                t.ty,
+                T::F32 | T::F16 | T::Bf16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Iq4Nl
+            ) && ty0 == Some(T::F32)
+                || t.ty == T::F16 && ty0 == Some(T::F16);
+            dst_ok && matches!(ty1, Some(T::I64 | T::I32))
+        }
+        Op::Cpy => {
+            let (Some(a), Some(b)) = (src(0), src(1)) else { return false };
+            let float = |ty: T| matches!(ty, T::F32 | T::Bf16 | T::F16);
+            let pair = |x: T, y: T| a.ty == x && b.ty == y;
+            (float(a.ty) && float(b.ty))
+                || [T::Q8_0, T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1]
+                    .iter()
+                    .any(|&q| pair(T::F32, q) || pair(q, T::F32))
+                || pair(T::F32, T::Iq4Nl)
+                || pair(T::F32, T::I32)
+                || pair(T::I32, T::F32)
+                || pair(T::I32, T::I32)
+                || (a.ty == b.ty && a.is_contiguous_m_n(0, 4) && b.is_contiguous_m_n(0, 4))
+        }
+        Op::Repeat => matches!(ty0, Some(T::F32 | T::F16)),
+        Op::Concat | Op::Concat2 => {
+            let (Some(a), Some(b)) = (src(0), src(1)) else { return false };
+            let dim = t.op_params[0];
+            if a.ty != b.ty || a.ty != t.ty {
+                return false;
+            }
+            if a.ty.is_quantized() {
+                let layout = if dim == 3 {
+                    a.is_contiguous_m_n(0, 4) && b.is_contiguous_m_n(0, 4)
+                } else {
+                    contiguous_to_3(a) && contiguous_to_3(b)
+                };
+                let blck = a.ty.block_size() as i64;
+                layout && a.ne[0] % blck == 0 && b.ne[0] % blck == 0
+            } else {
+                a.ty.block_size() == 1 && matches!(a.ty.type_size(), 1 | 2 | 4 | 8)
+            }
+        }
+        Op::Norm | Op::RmsNorm | Op::L2Norm => src(0).is_some_and(Tensor::is_contiguous_rows),
+        Op::None
+        | Op::Reshape
+        | Op::View
+        | Op::Permute
+        | Op::Transpose
+        | Op::AddId
+        | Op::Sqr
+        | Op::Sqrt
+        | Op::Clamp
+        | Op::Log
+        | Op::Dup
+        | Op::Cont
+        | Op::SoftMax
+        | Op::GatedDeltaNet
+        | Op::Fill
+        // with CUB (common.cuh:114) argsort and top-k take any row
+        | Op::ArgSort
+        | Op::TopK
+        // ggml_cuda_flash_attn_ext_supported: every head size and cache type llama.cpp's auto
+        // flash attention leaves on here has a kernel on the GPUs measured
+        | Op::FlashAttnExt => true,
+        Op::Scale => matches!(ty0, Some(T::F32 | T::Bf16)) && ty0 == Some(t.ty),
+        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+            let (Some(a), Some(b)) = (ty0, ty1) else { return false };
+            if a == T::Bf16 || b == T::Bf16 || t.ty == T::Bf16 {
+                return a == T::Bf16 && t.ty == T::Bf16 && matches!(b, T::Bf16 | T::F32);
+            }
+            matches!(a, T::F32 | T::F16) && matches!(b, T::F32 | T::F16) && matches!(t.ty, T::F32 | T::F16)
+        }
+        Op::SsmConv => src(0).is_some_and(|s| s.ne[1] % 128 == 0),
+        Op::SsmScan => {
+            // Mamba2 when src[3] (A) has one element per head
+            match (src(0), src(3)) {
+                (Some(s0), Some(a)) if a.ne[0] == 1 => {
+                    matches!(s0.ne[0], 96 | 128 | 256) && s0.ne[1] % 16 == 0
+                }
+                (Some(s0), Some(_)) => {
+                    t.op_params[0] <= 1
+                        && s0.ne[0] == 16
+                        && s0.ne[1] == 1
+                        && s0.ne[2] % 128 == 0
+                        && src(4).is_some_and(|s| s.ne[1] == 1)
+                }
+                _ => false,
+            }
+        }
+        Op::Rope => src(0).is_some_and(|s| s.nb[0] == s.ty.type_size() && s.is_contiguous_m_n(2, 4)),
+        Op::SumRows | Op::Mean => {
+            ty0 == Some(T::F32) && t.ty == T::F32 && src(0).is_some_and(Tensor::is_contiguous_rows)
+        }
+    }
+}
+
+/// `ggml_is_contiguous_to_3`.
+fn contiguous_to_3(t: &Tensor) -> bool {
+    t.is_contiguous_m_n(0, 3)
+}
+
+/// `ggml_nrows`.
+fn nrows(t: &Tensor) -> i64 {
+    t.ne[1] * t.ne[2] * t.ne[3]
+}
+
+/// `ggml_backend_offload_op` of a CUDA device (ggml-cuda.cu:5739-5758): the op's batch is at least
+/// the minimum batch size. The CPU never offloads.
+fn offload_op(cfg: &SchedConfig, b: usize, t: &Tensor) -> bool {
+    if cfg.backends[b] == BackendKind::Cpu {
+        return false;
+    }
+    let batch = match t.op {
+        Op::GetRows => 0,
+        Op::MulMat => t.ne[1],
+        Op::MulMatId | Op::Rope => t.ne[2],
+        _ => nrows(t),
+    };
+    batch >= cfg.op_offload_min_batch
+}
+
+/// The CUDA backend's `graph_optimize` (ggml-cuda.cu:4604-4700) on one split's nodes: the fusions
+/// it will run later ask the allocator to keep their inputs alive until their last node. Returns
+/// `(tensor, until)` pairs in the order CUDA adds them.
+fn cuda_graph_optimize(_ctx: &Ctx, _nodes: &mut [TensorId]) -> Vec<(TensorId, TensorId)> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer of two matmuls: the first weight on CUDA0, the second on the CPU; `n_tokens` rows.
+    fn two_matmuls(n_tokens: i64) -> (Ctx, Graph) {
+        let mut ctx = Ctx::new();
+        let inp = ctx.new_tensor(GgmlType::F32, &[64, n_tokens]);
+        ctx.set_name(inp, "inp_embd");
+        ctx.set_input(inp);
+        let w0 = ctx.new_weight("blk.0.w", GgmlType::Q8_0, &[64, 64], 0);
+        let w1 = ctx.new_weight("blk.1.w", GgmlType::Q8_0, &[64, 64], 1);
+        let a = ctx.mul_mat(w0, inp);
+        ctx.set_name(a, "a");
+        let b = ctx.mul_mat(w1, a);
+        ctx.set_name(b, "b");
+        let mut g = Graph::new();
+        g.build_forward_expand(&mut ctx, b);
+        (ctx, g)
+    }
+
+    fn names(ctx: &Ctx, s: &Scheduled) -> Vec<(String, usize)> {
+        s.graph.nodes.iter().zip(&s.node_backend).map(|(&n, &b)| (ctx.t(n).name.clone(), b)).collect()
+    }
+
+    #[test]
+    fn a_large_batch_offloads_the_cpu_weight_and_copies_the_input() {
+        let (mut ctx, g) = two_matmuls(512);
+        let s = schedule(&mut ctx, &g, &SchedConfig::llama(1, true, false)).unwrap();
+        let want = [
+            ("inp_embd (view)", 1),
+            ("CUDA0#inp_embd#0", 0),
+            ("a", 0),
+            ("blk.1.w (view)", 1),
+            ("CUDA0#blk.1.w#0", 0),
+            ("b", 0),
+        ];
+        let want: Vec<(String, usize)> = want.iter().map(|&(n, b)| (n.to_owned(), b)).collect();
+        assert_eq!(names(&ctx, &s), want);
+        // the weight's copy starts a split of its own (the first split's inputs are the graph input)
+        assert_eq!(s.n_splits(), 2);
+    }
+
+    #[test]
+    fn a_small_batch_or_no_op_offload_runs_next_to_the_cpu_weight() {
+        for (n_tokens, op_offload) in [(16, true), (512, false)] {
+            let (mut ctx, g) = two_matmuls(n_tokens);
+            let s = schedule(&mut ctx, &g, &SchedConfig::llama(1, op_offload, false)).unwrap();
+            let want: Vec<(String, usize)> = [
+                ("inp_embd (view)", 1),
+                ("CUDA0#inp_embd#0", 0),
+                ("a", 0),
+                ("a (view)", 0),
+                ("CPU#a#0", 1),
+                ("b", 1),
+            ]
+            .iter()
+            .map(|&(n, b)| (n.to_owned(), b))
+            .collect();
+            assert_eq!(names(&ctx, &s), want, "{n_tokens} tokens, op offload {op_offload}");
+        }
+    }
+
+    #[test]
+    fn pipeline_parallelism_keeps_four_copies_of_every_input_as_leafs() {
+        let (mut ctx, g) = two_matmuls(512);
+        let s = schedule(&mut ctx, &g, &SchedConfig::llama(1, true, true)).unwrap();
+        let leafs: Vec<String> = s.graph.leafs.iter().map(|&l| ctx.t(l).name.clone()).collect();
+        assert_eq!(
+            leafs,
+            [
+                "inp_embd",
+                "CPU#inp_embd#1",
+                "CPU#inp_embd#2",
+                "CPU#inp_embd#3",
+                "CUDA0#inp_embd#0",
+                "CUDA0#inp_embd#1",
+                "CUDA0#inp_embd#2",
+                "CUDA0#inp_embd#3",
+                "CUDA0#blk.1.w#0",
+                "CUDA0#blk.1.w#1",
+                "CUDA0#blk.1.w#2",
+                "CUDA0#blk.1.w#3",
+                // ggml's depth-first leaf order
+                "blk.1.w",
+                "blk.0.w",
+                "inp_embd",
+            ]
+        );
+        assert!(s.graph.leafs.iter().take(12).all(|&l| ctx.t(l).flags & FLAG_OUTPUT != 0));
+    }
+}
