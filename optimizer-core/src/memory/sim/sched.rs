@@ -79,6 +79,11 @@ pub struct SchedConfig {
     /// Whether the CUDA backend's `graph_optimize` adds its fusion allocation dependencies
     /// (ggml-cuda.cu:4604-4700; `GGML_CUDA_DISABLE_FUSION` turns them off).
     pub cuda_fusion: bool,
+    /// Whether the graph callback's `ggml_backend_sched_set_tensor_backend` pins ([`Tensor::pinned`])
+    /// hold: `ggml_backend_sched_reserve` (llama-server) keeps them, `ggml_backend_sched_reserve_size`
+    /// (llama-fit-params' dry run, src/llama-context.cpp:2569-2571) resets the scheduler first and
+    /// drops them (ggml-backend.cpp:2122).
+    pub keep_pins: bool,
 }
 
 impl SchedConfig {
@@ -93,6 +98,7 @@ impl SchedConfig {
             n_copies: if pipeline_parallel { MAX_COPIES } else { 1 },
             op_offload_min_batch: OP_OFFLOAD_MIN_BATCH,
             cuda_fusion: true,
+            keep_pins: true,
         }
     }
 
@@ -336,7 +342,11 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
         cfg,
         // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
         // before building the graph
-        backend_ids: ctx.tensors.iter().map(|t| t.pinned.map_or(-1, |b| b as i32)).collect(),
+        backend_ids: ctx
+            .tensors
+            .iter()
+            .map(|t| t.pinned.filter(|_| cfg.keep_pins).map_or(-1, |b| b as i32))
+            .collect(),
         copies: vec![None; n_tensors * n_backends * n_copies],
         n_tensors,
     };
