@@ -478,6 +478,12 @@ impl Ctx {
         self.new_tensor_impl(ty, ne, None, 0)
     }
 
+    /// `ggml_dup` (ggml.c `ggml_dup_impl`): a contiguous copy of `a`.
+    pub fn dup(&mut self, a: TensorId) -> TensorId {
+        let r = self.dup_tensor(a);
+        self.with_op(r, Op::Dup, &[Some(a)])
+    }
+
     /// `ggml_view_tensor`: a view of all of `a` with its strides, named "`a` (view)".
     pub fn view_tensor(&mut self, a: TensorId) -> TensorId {
         let (ty, ne, nb) = (self.t(a).ty, self.t(a).ne, self.t(a).nb);
@@ -919,29 +925,33 @@ impl Graph {
     /// yet, depth first, sources left to right (ggml.c `ggml_visit_parents_graph`). Unnamed leafs get
     /// ggml's `leaf_N` name and unnamed nodes `node_N`.
     pub fn build_forward_expand(&mut self, ctx: &mut Ctx, t: TensorId) {
-        self.visit(ctx, t);
+        self.visit(ctx, t, true);
     }
 
-    fn visit(&mut self, ctx: &mut Ctx, root: TensorId) {
+    /// `ggml_build_forward_select` (ggml.c:7332-7344): adds every one of `tensors` to the graph, in
+    /// order, but marks only the subgraph of `tensors[idx]` for computation (`FLAG_COMPUTE`); returns
+    /// `tensors[idx]`.
+    pub fn build_forward_select(&mut self, ctx: &mut Ctx, tensors: &[TensorId], idx: usize) -> TensorId {
+        for (i, &t) in tensors.iter().enumerate() {
+            self.visit(ctx, t, i == idx);
+        }
+        tensors[idx]
+    }
+
+    /// `ggml_visit_parents_graph` (ggml.c:7245-7309) with `compute`, iteratively.
+    fn visit(&mut self, ctx: &mut Ctx, root: TensorId, compute: bool) {
         // Iterative depth-first walk: (tensor, next source index to look at).
         let mut stack: Vec<(TensorId, usize)> = Vec::new();
-        if ctx.t(root).op != Op::None {
-            ctx.t_mut(root).flags |= FLAG_COMPUTE;
-        }
-        if self.visited.contains(&root) {
+        if !self.enter(ctx, root, compute) {
             return;
         }
-        self.visited.insert(root);
         stack.push((root, 0));
         while let Some(&mut (id, ref mut next)) = stack.last_mut() {
             if *next < MAX_SRC {
                 let k = *next;
                 *next += 1;
                 if let Some(src) = ctx.t(id).src[k] {
-                    if ctx.t(src).op != Op::None {
-                        ctx.t_mut(src).flags |= FLAG_COMPUTE;
-                    }
-                    if self.visited.insert(src) {
+                    if self.enter(ctx, src, compute) {
                         stack.push((src, 0));
                     }
                 }
@@ -963,5 +973,31 @@ impl Graph {
                 self.nodes.push(id);
             }
         }
+    }
+
+    /// The head of `ggml_visit_parents_graph`: flags `id` for computation and, when it is already in
+    /// the graph, passes the flag on to its sources that lack it; true when `id` is new.
+    fn enter(&mut self, ctx: &mut Ctx, id: TensorId, compute: bool) -> bool {
+        if compute && ctx.t(id).op != Op::None {
+            ctx.t_mut(id).flags |= FLAG_COMPUTE;
+        }
+        if self.visited.insert(id) {
+            return true;
+        }
+        if compute {
+            // "update the compute flag regardless" (ggml.c:7256-7263)
+            let mut pending = vec![id];
+            while let Some(n) = pending.pop() {
+                for src in ctx.t(n).src.into_iter().flatten() {
+                    if ctx.t(src).flags & FLAG_COMPUTE == 0 {
+                        if ctx.t(src).op != Op::None {
+                            ctx.t_mut(src).flags |= FLAG_COMPUTE;
+                        }
+                        pending.push(src);
+                    }
+                }
+            }
+        }
+        false
     }
 }
