@@ -13,6 +13,8 @@
 pub mod build;
 pub mod ggml;
 pub mod sched;
+#[cfg(test)]
+pub mod trace;
 
 use crate::memory::sim::build::{LlmGraph, Ubatch};
 use crate::memory::{Location, ResolvedContext, ResolvedPlacement, Runner};

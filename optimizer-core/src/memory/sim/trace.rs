@@ -1,0 +1,575 @@
+//! A reader of llama.cpp's graph-allocator traces (`GGML_ALLOC_TRACE=1`, the `@@` lines of
+//! fixtures/ground-truth/alloc-trace.patch), for the tests that hold the simulator against llama.cpp:
+//! the scheduled graph's nodes with their sources and buffers, every allocation, reuse and free in
+//! order, and each buffer's final size.
+//!
+//! [`Trace::scheduled_graph`] rebuilds the scheduled graph as a [`Ctx`] and a [`Graph`] that the
+//! graph allocator can run on; [`Trace::unscheduled_nodes`] strips the scheduler's copies so that a
+//! builder's graph can be compared node for node.
+//!
+//! Line formats (the patch's `fprintf`s):
+//! - `@@R n_nodes n_leafs n_buffers`, then `@@B i name` per buffer;
+//! - `@@A buffer chunk offset size op type ne0 ne1 ne2 ne3 flags|name` an allocation (the size
+//!   already aligned); `@@F` the same for a free;
+//! - `@@U buffer parent|node` the node took its parent's memory; `@@X buffer chunk offset size node`
+//!   the parent's extra bytes freed;
+//! - `@@N i buffer op type ne0 ne1 ne2 ne3|name|src;src;…` node `i` of the scheduled graph, after
+//!   its allocation;
+//! - `@@M buffer bytes` each buffer's size at the end.
+
+use std::collections::HashMap;
+
+use crate::gguf::GgmlType;
+
+use super::ggml::{Ctx, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, TensorId, Unary};
+
+/// What went wrong reading a trace.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TraceError {
+    /// A line that does not have the patch's format.
+    #[error("trace line {line}: cannot read {text:?}: {what}")]
+    BadLine {
+        /// 1-based line number in the text.
+        line: usize,
+        /// The line.
+        text: String,
+        /// What was expected.
+        what: &'static str,
+    },
+    /// No `@@R` line: not a trace.
+    #[error("no @@R line: not a GGML_ALLOC_TRACE log")]
+    NoReservation,
+}
+
+/// One `@@A` or `@@F` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alloc {
+    /// The graph allocator's buffer id.
+    pub buffer: usize,
+    /// The chunk of that buffer.
+    pub chunk: usize,
+    /// Byte offset in the chunk.
+    pub offset: u64,
+    /// Bytes, aligned to the buffer's alignment.
+    pub size: u64,
+    /// `ggml_op_desc` of the tensor.
+    pub op: String,
+    /// `ggml_type_name` of the tensor.
+    pub ty: String,
+    /// Its shape.
+    pub ne: [i64; 4],
+    /// Its `flags`.
+    pub flags: u8,
+    /// Its name.
+    pub name: String,
+}
+
+/// One allocator event, in trace order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `@@A`: a tensor got memory.
+    Alloc(Alloc),
+    /// `@@F`: a tensor's memory was freed.
+    Free(Alloc),
+    /// `@@U`: `node` reused `parent`'s memory in place, in `buffer`.
+    Reuse {
+        /// The buffer.
+        buffer: usize,
+        /// The parent whose memory is taken.
+        parent: String,
+        /// The node.
+        node: String,
+    },
+    /// `@@X`: the end of a reused parent, freed.
+    FreeExtra {
+        /// The buffer.
+        buffer: usize,
+        /// The chunk.
+        chunk: usize,
+        /// Byte offset in the chunk.
+        offset: u64,
+        /// Bytes freed.
+        size: u64,
+        /// The node that reused the parent.
+        node: String,
+    },
+    /// `@@N`: node `index` of [`Trace::nodes`] was allocated (or found its memory).
+    Node(usize),
+}
+
+/// How a node of the trace got its memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeMemory {
+    /// Allocated from the buffer (the `@@A` line).
+    Allocated(Alloc),
+    /// Took the memory of its source named here (`@@U`).
+    InPlace(String),
+    /// Neither: a view, or a tensor allocated before the graph's first node (a graph input).
+    Elsewhere,
+}
+
+/// One `@@N` line: a node of the scheduled graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceNode {
+    /// Its index in the scheduled graph.
+    pub index: usize,
+    /// The graph allocator's buffer id for it (the scheduler's backend of the node).
+    pub buffer: usize,
+    /// `ggml_op_desc`: the op, or the unary / glu op for those.
+    pub op: String,
+    /// `ggml_type_name`.
+    pub ty: String,
+    /// Shape.
+    pub ne: [i64; 4],
+    /// Name.
+    pub name: String,
+    /// Names of its sources, in `src` order (unset sources are not printed).
+    pub srcs: Vec<String>,
+    /// How it got its memory.
+    pub memory: NodeMemory,
+}
+
+/// One reservation of a trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// `n_nodes` of the `@@R` line.
+    pub n_nodes: usize,
+    /// `n_leafs` of the `@@R` line.
+    pub n_leafs: usize,
+    /// Buffer names by id (`@@B`): `CUDA0`, `CUDA1`, `CUDA_Host`, …
+    pub buffers: Vec<String>,
+    /// The scheduled graph's nodes.
+    pub nodes: Vec<TraceNode>,
+    /// Tensors allocated before the first node: the graph's input leafs (and, with pipeline
+    /// parallelism, the scheduler's input copies), in allocation order.
+    pub inputs: Vec<Alloc>,
+    /// Every event in order.
+    pub events: Vec<Event>,
+    /// Each buffer's final size in bytes (`@@M`), by buffer id.
+    pub sizes: Vec<u64>,
+}
+
+/// The scheduled graph of a trace, ready for the graph allocator.
+#[derive(Clone, Debug)]
+pub struct TraceGraph {
+    /// The tensors.
+    pub ctx: Ctx,
+    /// Nodes and leafs (the leafs: the graph inputs, allocated first).
+    pub graph: Graph,
+    /// The buffer of each node.
+    pub node_buffer: Vec<usize>,
+    /// The buffer of each leaf.
+    pub leaf_buffer: Vec<usize>,
+}
+
+fn bad(line: usize, text: &str, what: &'static str) -> TraceError {
+    TraceError::BadLine { line, text: text.to_owned(), what }
+}
+
+fn parse_alloc(line: usize, text: &str, rest: &str) -> Result<Alloc, TraceError> {
+    let (head, name) = rest.split_once('|').ok_or_else(|| bad(line, text, "a '|' before the name"))?;
+    let f: Vec<&str> = head.split_whitespace().collect();
+    if f.len() != 11 {
+        return Err(bad(line, text, "11 fields before the name"));
+    }
+    let num = |s: &str| s.parse::<u64>().map_err(|_| bad(line, text, "a number"));
+    let ine = |s: &str| s.parse::<i64>().map_err(|_| bad(line, text, "a number"));
+    Ok(Alloc {
+        buffer: num(f[0])? as usize,
+        chunk: num(f[1])? as usize,
+        offset: num(f[2])?,
+        size: num(f[3])?,
+        op: f[4].to_owned(),
+        ty: f[5].to_owned(),
+        ne: [ine(f[6])?, ine(f[7])?, ine(f[8])?, ine(f[9])?],
+        flags: f[10].parse::<u8>().map_err(|_| bad(line, text, "flags"))?,
+        name: name.to_owned(),
+    })
+}
+
+fn parse_node(line: usize, text: &str, rest: &str) -> Result<TraceNode, TraceError> {
+    let mut parts = rest.splitn(3, '|');
+    let head = parts.next().unwrap_or_default();
+    let name = parts.next().ok_or_else(|| bad(line, text, "'|name|'"))?;
+    let srcs = parts.next().ok_or_else(|| bad(line, text, "'|sources'"))?;
+    let f: Vec<&str> = head.split_whitespace().collect();
+    if f.len() != 8 {
+        return Err(bad(line, text, "8 fields before the name"));
+    }
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad(line, text, "a number"));
+    Ok(TraceNode {
+        index: num(f[0])? as usize,
+        buffer: num(f[1])? as usize,
+        op: f[2].to_owned(),
+        ty: f[3].to_owned(),
+        ne: [num(f[4])?, num(f[5])?, num(f[6])?, num(f[7])?],
+        name: name.to_owned(),
+        srcs: if srcs.is_empty() { Vec::new() } else { srcs.split(';').map(str::to_owned).collect() },
+        memory: NodeMemory::Elsewhere,
+    })
+}
+
+impl Trace {
+    /// Reads the first reservation of a log (any other lines are skipped).
+    pub fn parse(text: &str) -> Result<Trace, TraceError> {
+        let mut t = Trace::default();
+        let mut seen_r = false;
+        // Allocations since the last `@@N`: the node's own, or (before the first node) the inputs.
+        let mut pending: Vec<Alloc> = Vec::new();
+        let mut pending_reuse: Option<String> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let Some(body) = raw.strip_prefix("@@") else { continue };
+            let (tag, rest) = body.split_once(' ').unwrap_or((body, ""));
+            match tag {
+                "R" => {
+                    if seen_r {
+                        break;
+                    }
+                    seen_r = true;
+                    let f: Vec<usize> = rest.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+                    if f.len() != 3 {
+                        return Err(bad(line, raw, "@@R n_nodes n_leafs n_buffers"));
+                    }
+                    (t.n_nodes, t.n_leafs) = (f[0], f[1]);
+                    t.sizes = vec![0; f[2]];
+                }
+                _ if !seen_r => {}
+                "B" => {
+                    let (_, name) = rest.split_once(' ').ok_or_else(|| bad(line, raw, "@@B i name"))?;
+                    t.buffers.push(name.to_owned());
+                }
+                "A" => {
+                    let a = parse_alloc(line, raw, rest)?;
+                    t.events.push(Event::Alloc(a.clone()));
+                    pending.push(a);
+                }
+                "F" => t.events.push(Event::Free(parse_alloc(line, raw, rest)?)),
+                "U" => {
+                    let (head, node) =
+                        rest.split_once('|').ok_or_else(|| bad(line, raw, "@@U buffer parent|node"))?;
+                    let (buffer, parent) =
+                        head.split_once(' ').ok_or_else(|| bad(line, raw, "@@U buffer parent"))?;
+                    let buffer = buffer.parse().map_err(|_| bad(line, raw, "a buffer id"))?;
+                    t.events.push(Event::Reuse { buffer, parent: parent.to_owned(), node: node.to_owned() });
+                    pending_reuse = Some(parent.to_owned());
+                }
+                "X" => {
+                    let f: Vec<&str> = rest.splitn(5, ' ').collect();
+                    if f.len() != 5 {
+                        return Err(bad(line, raw, "@@X buffer chunk offset size node"));
+                    }
+                    let num = |s: &str| s.parse::<u64>().map_err(|_| bad(line, raw, "a number"));
+                    t.events.push(Event::FreeExtra {
+                        buffer: num(f[0])? as usize,
+                        chunk: num(f[1])? as usize,
+                        offset: num(f[2])?,
+                        size: num(f[3])?,
+                        node: f[4].to_owned(),
+                    });
+                }
+                "N" => {
+                    let mut n = parse_node(line, raw, rest)?;
+                    // The node's own allocation is the last one before its line, with its name and
+                    // op; anything else since the previous node is a graph input (only before the
+                    // first node: later, every source is allocated already).
+                    let own = match pending.last() {
+                        Some(a) if a.name == n.name && a.op == n.op && a.flags & FLAG_INPUT == 0 => {
+                            pending.pop()
+                        }
+                        _ => None,
+                    };
+                    if t.nodes.is_empty() {
+                        t.inputs.append(&mut pending);
+                    } else if !pending.is_empty() {
+                        return Err(bad(line, raw, "no allocation but the node's own before a node"));
+                    }
+                    n.memory = match (own, pending_reuse.take()) {
+                        (Some(a), _) => NodeMemory::Allocated(a),
+                        (None, Some(p)) => NodeMemory::InPlace(p),
+                        (None, None) => NodeMemory::Elsewhere,
+                    };
+                    t.events.push(Event::Node(t.nodes.len()));
+                    t.nodes.push(n);
+                }
+                "M" => {
+                    let f: Vec<u64> = rest.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+                    match f.as_slice() {
+                        [b, bytes] if (*b as usize) < t.sizes.len() => t.sizes[*b as usize] = *bytes,
+                        _ => return Err(bad(line, raw, "@@M buffer bytes")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !seen_r {
+            return Err(TraceError::NoReservation);
+        }
+        Ok(t)
+    }
+
+    /// The nodes of the graph llama.cpp built, before the scheduler: the scheduler's nodes (all of
+    /// op `NONE`: the input copies `BACKEND#name#k` and the `name (view)` dependencies feeding
+    /// them) removed, and sources renamed back from their copies (`CUDA0#inp_pos#0` → `inp_pos`).
+    pub fn unscheduled_nodes(&self) -> Vec<TraceNode> {
+        self.nodes
+            .iter()
+            .filter(|n| n.op != "NONE")
+            .map(|n| {
+                let mut n = n.clone();
+                for s in &mut n.srcs {
+                    *s = copy_source(s).to_owned();
+                }
+                n
+            })
+            .collect()
+    }
+
+    /// The scheduled graph as tensors the graph allocator can run on, with each node's and
+    /// input's buffer.
+    ///
+    /// What a trace does not say is rebuilt from ggml's rules: sources are found by name (the
+    /// latest tensor of that name, as llama.cpp reuses names per layer); a source never defined
+    /// is a tensor with memory already (a weight, the KV cache), given the buffer of its first
+    /// user; views follow ggml.c: `VIEW`, `RESHAPE`, `PERMUTE`, `TRANSPOSE` view `src[0]`, `CPY`
+    /// views `src[1]` unless it was allocated (then it is `ggml_cast`, whose `src[1]` is itself),
+    /// `SET_ROWS` views its destination `src[2]` (ggml.c:4027-4032), and any other node that was
+    /// neither allocated nor reused in place is an in-place op (`ggml_*_inplace`, ggml's
+    /// `ggml_view_tensor` of `src[0]`; the scheduler's `name (view)` dependencies are such
+    /// `NONE` views). Views get contiguous strides: the trace has none. Flags come from the
+    /// `@@A` lines; a node reused in place has none printed, and llama.cpp's outputs
+    /// (`result_norm`, `result_output`: `llm_graph_result::set_outputs`, llama-graph.cpp:1396-1402)
+    /// get `FLAG_OUTPUT` by name.
+    pub fn scheduled_graph(&self) -> Result<TraceGraph, String> {
+        let mut ctx = Ctx::new();
+        let mut graph = Graph::new();
+        let mut by_name: HashMap<String, TensorId> = HashMap::new();
+        let mut leaf_buffer = Vec::new();
+        let mut node_buffer = Vec::new();
+        let ty_of = |s: &str| GgmlType::from_name(s).ok_or_else(|| format!("unknown type {s:?}"));
+        for a in &self.inputs {
+            let id = ctx.new_tensor_impl(ty_of(&a.ty)?, a.ne, None, 0);
+            let t = ctx.t_mut(id);
+            t.name.clone_from(&a.name);
+            t.flags = a.flags;
+            t.op = op_from_desc(&a.op).ok_or_else(|| format!("unknown op {:?}", a.op))?;
+            by_name.insert(a.name.clone(), id);
+            graph.leafs.push(id);
+            leaf_buffer.push(a.buffer);
+        }
+        for n in &self.nodes {
+            let op = op_from_desc(&n.op).ok_or_else(|| format!("unknown op {:?} of {:?}", n.op, n.name))?;
+            let ty = ty_of(&n.ty)?;
+            // With pipeline parallelism the scheduler's input copies are leafs and nodes at once.
+            if op == Op::None && n.srcs.is_empty() && n.memory == NodeMemory::Elsewhere {
+                if let Some(&id) = by_name.get(&n.name) {
+                    graph.nodes.push(id);
+                    node_buffer.push(n.buffer);
+                    continue;
+                }
+            }
+            let mut src = [None; MAX_SRC];
+            for (j, s) in n.srcs.iter().enumerate().take(MAX_SRC) {
+                let id = *by_name
+                    .entry(s.clone())
+                    .or_insert_with(|| ctx.new_resident(s, GgmlType::F32, &[1], n.buffer));
+                src[j] = Some(id);
+            }
+            let allocated = matches!(n.memory, NodeMemory::Allocated(_));
+            let view_of = if allocated || matches!(n.memory, NodeMemory::InPlace(_)) {
+                None
+            } else {
+                // the view ops and the in-place ops view `src[0]`
+                match op {
+                    Op::Cpy => src[1],
+                    Op::SetRows => src[2],
+                    _ => src[0],
+                }
+            };
+            if view_of.is_none() && !allocated && !matches!(n.memory, NodeMemory::InPlace(_)) {
+                return Err(format!("node {} {:?} has no memory and no source to view", n.index, n.name));
+            }
+            let id = ctx.new_tensor_impl(ty, n.ne, view_of, 0);
+            let t = ctx.t_mut(id);
+            t.name.clone_from(&n.name);
+            t.op = op;
+            t.src = src;
+            if let NodeMemory::Allocated(a) = &n.memory {
+                t.flags = a.flags;
+            }
+            if n.name == "result_norm" || n.name == "result_output" {
+                t.flags |= FLAG_OUTPUT;
+            }
+            if op == Op::Cpy && allocated {
+                t.src[1] = Some(id);
+            }
+            by_name.insert(n.name.clone(), id);
+            graph.nodes.push(id);
+            node_buffer.push(n.buffer);
+        }
+        Ok(TraceGraph { ctx, graph, node_buffer, leaf_buffer })
+    }
+}
+
+/// The tensor a scheduler copy `BACKEND#name#k` copies (`name`), or `s` itself.
+pub fn copy_source(s: &str) -> &str {
+    match (s.find('#'), s.rfind('#')) {
+        (Some(a), Some(b)) if a < b && s[b + 1..].bytes().all(|c| c.is_ascii_digit()) => &s[a + 1..b],
+        _ => s,
+    }
+}
+
+/// The [`Op`] whose `ggml_op_desc` is `desc`.
+pub fn op_from_desc(desc: &str) -> Option<Op> {
+    let unary = [
+        Unary::Neg,
+        Unary::Relu,
+        Unary::Gelu,
+        Unary::Silu,
+        Unary::Sigmoid,
+        Unary::Softplus,
+        Unary::Exp,
+        Unary::Tanh,
+    ];
+    let glu = [Glu::Reglu, Glu::Geglu, Glu::Swiglu, Glu::SwigluOai, Glu::GegluErf, Glu::GegluQuick];
+    let plain = [
+        Op::None,
+        Op::Dup,
+        Op::Add,
+        Op::AddId,
+        Op::Sub,
+        Op::Mul,
+        Op::Div,
+        Op::Sqr,
+        Op::Sqrt,
+        Op::Log,
+        Op::SumRows,
+        Op::Mean,
+        Op::Repeat,
+        Op::Concat,
+        Op::Norm,
+        Op::RmsNorm,
+        Op::L2Norm,
+        Op::MulMat,
+        Op::MulMatId,
+        Op::Scale,
+        Op::Cpy,
+        Op::Cont,
+        Op::Reshape,
+        Op::View,
+        Op::Permute,
+        Op::Transpose,
+        Op::GetRows,
+        Op::SetRows,
+        Op::SoftMax,
+        Op::Rope,
+        Op::Clamp,
+        Op::ArgSort,
+        Op::TopK,
+        Op::FlashAttnExt,
+        Op::SsmConv,
+        Op::SsmScan,
+        Op::GatedDeltaNet,
+        Op::Fill,
+    ];
+    plain
+        .into_iter()
+        .chain(unary.into_iter().map(Op::Unary))
+        .chain(glu.into_iter().map(Op::Glu))
+        .find(|op| op.desc() == desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+noise
+@@R 4 2 2
+@@B 0 CUDA0
+@@B 1 CUDA_Host
+@@A 1 0 0 2048 NONE i32 512 1 1 1 1|inp_tokens
+@@A 0 0 0 4194304 GET_ROWS f32 2048 512 1 1 16|embd
+@@N 0 0 GET_ROWS f32 2048 512 1 1|embd|token_embd.weight;inp_tokens
+@@F 1 0 0 2048 NONE i32 512 1 1 1 1|inp_tokens
+@@U 0 embd|norm
+@@N 1 0 RMS_NORM f32 2048 512 1 1|norm|embd
+@@N 2 0 RESHAPE f32 2048 1 512 1|norm (reshaped)|norm
+@@N 3 0 NONE f32 2048 1 512 1|CUDA0#norm#0|CUDA1#x#0
+@@M 0 4194304
+@@M 1 2048
+";
+
+    #[test]
+    fn reads_nodes_inputs_and_sizes() {
+        let t = Trace::parse(SAMPLE).unwrap();
+        assert_eq!((t.n_nodes, t.n_leafs), (4, 2));
+        assert_eq!(t.buffers, ["CUDA0", "CUDA_Host"]);
+        assert_eq!(t.inputs.len(), 1);
+        assert_eq!(t.inputs[0].name, "inp_tokens");
+        assert!(matches!(&t.nodes[0].memory, NodeMemory::Allocated(a) if a.size == 4_194_304));
+        assert_eq!(t.nodes[1].memory, NodeMemory::InPlace("embd".into()));
+        assert_eq!(t.nodes[2].memory, NodeMemory::Elsewhere);
+        assert_eq!(t.nodes[0].srcs, ["token_embd.weight", "inp_tokens"]);
+        assert_eq!(t.sizes, [4_194_304, 2048]);
+        assert_eq!(t.events.len(), 8);
+    }
+
+    #[test]
+    fn strips_scheduler_nodes_and_copies() {
+        let t = Trace::parse(SAMPLE).unwrap();
+        let n = t.unscheduled_nodes();
+        assert_eq!(n.len(), 3);
+        assert_eq!(copy_source("CUDA0#inp_pos#0"), "inp_pos");
+        assert_eq!(copy_source("norm-0"), "norm-0");
+    }
+
+    #[test]
+    fn rebuilds_views_and_residents() {
+        let t = Trace::parse(SAMPLE).unwrap();
+        let g = t.scheduled_graph().unwrap();
+        assert_eq!(g.graph.nodes.len(), 4);
+        assert_eq!(g.leaf_buffer, [1]);
+        let reshaped = g.ctx.t(g.graph.nodes[2]);
+        assert_eq!(reshaped.view_src, Some(g.graph.nodes[1]));
+        let weight = g.ctx.t(g.ctx.t(g.graph.nodes[0]).src[0].unwrap());
+        assert_eq!(weight.backend, Some(0));
+    }
+
+    #[test]
+    fn rejects_a_bad_line() {
+        assert_eq!(Trace::parse("x"), Err(TraceError::NoReservation));
+        assert!(matches!(Trace::parse("@@R 1 1 1\n@@A 0 0|x"), Err(TraceError::BadLine { line: 2, .. })));
+    }
+
+    #[test]
+    fn every_desc_reads_back() {
+        for d in ["ADD", "SWIGLU_OAI", "SILU", "CONCAT", "FLASH_ATTN_EXT", "GATED_DELTA_NET", "NONE"] {
+            assert_eq!(op_from_desc(d).map(Op::desc), Some(d));
+        }
+        assert_eq!(op_from_desc("NOPE"), None);
+    }
+
+    /// Every traced row of /tmp/tr/state/logs (fixtures/ground-truth/traces/*.tar.xz unpacked).
+    pub(crate) fn traced_logs() -> Vec<(String, String)> {
+        let dir = std::path::Path::new("/tmp/tr/state/logs");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("unpack fixtures/ground-truth/traces/*.tar.xz into /tmp/tr") {
+            let p = e.unwrap().path();
+            let row = p.file_stem().unwrap().to_string_lossy().into_owned();
+            out.push((row, std::fs::read_to_string(&p).unwrap()));
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    #[ignore = "reads the unpacked traces in /tmp/tr"]
+    fn reads_every_traced_row() {
+        for (row, text) in traced_logs() {
+            let t = Trace::parse(&text).unwrap_or_else(|e| panic!("{row}: {e}"));
+            assert_eq!(t.nodes.len(), t.n_nodes, "{row}");
+            t.scheduled_graph().unwrap_or_else(|e| panic!("{row}: {e}"));
+        }
+    }
+}
