@@ -11,6 +11,7 @@
 #![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
 
 pub mod build;
+pub mod alloc;
 pub mod ggml;
 pub mod sched;
 #[cfg(test)]

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 
 use crate::gguf::GgmlType;
 
-use super::ggml::{Ctx, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, TensorId, Unary};
+use super::alloc::BufferSpec;
+use super::ggml::{Ctx, FLAG_COMPUTE, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, TensorId, Unary};
 
 /// What went wrong reading a trace.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -325,89 +326,279 @@ impl Trace {
             .collect()
     }
 
+    /// For each tensor of `graph` (built from this trace in `ctx`), the node after which llama.cpp
+    /// freed it, from the addresses of the `@@A`, `@@U` and `@@F` lines.
+    fn freed_after(&self, ctx: &Ctx, graph: &Graph) -> Vec<Option<usize>> {
+        let mut out = vec![None; ctx.tensors.len()];
+        let mut live: HashMap<(usize, usize, u64), TensorId> = HashMap::new();
+        let mut inputs = graph.leafs.iter();
+        let mut pending: Option<(usize, usize, u64)> = None;
+        let mut pending_reuse: Option<(usize, &str)> = None;
+        let mut last_node = 0;
+        for e in &self.events {
+            match e {
+                Event::Alloc(a) => {
+                    let key = (a.buffer, a.chunk, a.offset);
+                    // the inputs come first, in order; any other allocation is the next node's
+                    match inputs.next() {
+                        Some(&id) => _ = live.insert(key, id),
+                        None => pending = Some(key),
+                    }
+                }
+                Event::Reuse { buffer, parent, .. } => pending_reuse = Some((*buffer, parent)),
+                Event::Node(k) => {
+                    last_node = *k;
+                    if let Some(key) = pending.take() {
+                        live.insert(key, graph.nodes[*k]);
+                    }
+                    if let Some((buffer, parent)) = pending_reuse.take() {
+                        let key = live.iter().find(|(key, id)| key.0 == buffer && ctx.t(**id).name == parent);
+                        if let Some((&key, _)) = key {
+                            live.insert(key, graph.nodes[*k]);
+                        }
+                    }
+                }
+                Event::Free(a) => {
+                    if let Some(id) = live.remove(&(a.buffer, a.chunk, a.offset)) {
+                        out[id.index()] = Some(last_node);
+                    }
+                }
+                Event::FreeExtra { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// The nodes that read node `i` through views: its first reader, and if that is a view
+    /// (neither allocated nor reused), that view's first reader, and so on.
+    fn later_readers(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut cur = i;
+        while out.len() < 8 {
+            let name = &self.nodes[cur].name;
+            let Some(j) = (cur + 1..self.nodes.len()).find(|&j| self.nodes[j].srcs.iter().any(|s| s == name)) else {
+                break;
+            };
+            out.push(j);
+            if self.nodes[j].memory != NodeMemory::Elsewhere {
+                break;
+            }
+            cur = j;
+        }
+        out
+    }
+
+    /// The buffer types of the `@@B` lines: `CUDAn` a CUDA device of compute capability `cc`
+    /// (llama.cpp's ground truth ran on H200s: 900), anything else a host buffer.
+    pub fn buffer_specs(&self, cc: u32) -> Vec<BufferSpec> {
+        self.buffers
+            .iter()
+            .map(|name| match name.strip_prefix("CUDA").and_then(|d| d.parse::<usize>().ok()) {
+                Some(d) => BufferSpec::cuda(d, cc),
+                None => BufferSpec::host(name),
+            })
+            .collect()
+    }
+
     /// The scheduled graph as tensors the graph allocator can run on, with each node's and
-    /// input's buffer.
+    /// input's buffer; `buffers` size the tensors (see [`Trace::buffer_specs`]).
     ///
-    /// What a trace does not say is rebuilt from ggml's rules: sources are found by name (the
-    /// latest tensor of that name, as llama.cpp reuses names per layer); a source never defined
-    /// is a tensor with memory already (a weight, the KV cache), given the buffer of its first
-    /// user; views follow ggml.c: `VIEW`, `RESHAPE`, `PERMUTE`, `TRANSPOSE` view `src[0]`, `CPY`
-    /// views `src[1]` unless it was allocated (then it is `ggml_cast`, whose `src[1]` is itself),
-    /// `SET_ROWS` views its destination `src[2]` (ggml.c:4027-4032), and any other node that was
-    /// neither allocated nor reused in place is an in-place op (`ggml_*_inplace`, ggml's
-    /// `ggml_view_tensor` of `src[0]`; the scheduler's `name (view)` dependencies are such
-    /// `NONE` views). Views get contiguous strides: the trace has none. Flags come from the
-    /// `@@A` lines; a node reused in place has none printed, and llama.cpp's outputs
-    /// (`result_norm`, `result_output`: `llm_graph_result::set_outputs`, llama-graph.cpp:1396-1402)
-    /// get `FLAG_OUTPUT` by name.
-    pub fn scheduled_graph(&self) -> Result<TraceGraph, String> {
+    /// What a trace does not say is rebuilt from ggml's rules. Sources are found by name: llama.cpp
+    /// reuses names (per layer, and for every slice of a tensor), so a source is the latest
+    /// tensor of that name defined before the node that no node has read yet, else the latest
+    /// defined before it, else the first defined after it (the scheduler puts a split's input
+    /// copies before the view nodes they copy), else a tensor with memory already (a weight, the
+    /// KV cache) given the node's buffer. Views follow ggml.c: `VIEW`, `RESHAPE`, `PERMUTE`,
+    /// `TRANSPOSE` view `src[0]`; `CPY` views `src[1]` unless it was allocated (then it is
+    /// `ggml_cast`, whose `src[1]` is itself); `SET_ROWS` views its destination `src[2]`
+    /// (ggml.c:4027-4032); any other node neither allocated nor reused in place is an in-place op
+    /// (`ggml_*_inplace`: `ggml_view_tensor` of `src[0]`; the scheduler's `name (view)`
+    /// dependencies are such `NONE` views). Strides are contiguous (the trace has none), except
+    /// for the scheduler's copies of views (`ggml_dup_tensor_layout` keeps the view's strides):
+    /// their outermost stride is set to give the traced size. Flags come from the `@@A` lines; a
+    /// node reused in place has none printed: it gets `FLAG_COMPUTE`, and llama.cpp's outputs
+    /// (`result_norm`, `result_output`, `result_embd_pooled`, `h_nextn`: `llm_graph_result::set_outputs`,
+    /// llama-graph.cpp:1396-1408)
+    /// `FLAG_OUTPUT`.
+    pub fn scheduled_graph(&self, buffers: &[BufferSpec]) -> Result<TraceGraph, String> {
         let mut ctx = Ctx::new();
         let mut graph = Graph::new();
-        let mut by_name: HashMap<String, TensorId> = HashMap::new();
+        // every tensor of each name, in creation order
+        let mut by_name: HashMap<&str, Vec<TensorId>> = HashMap::new();
         let mut leaf_buffer = Vec::new();
         let mut node_buffer = Vec::new();
         let ty_of = |s: &str| GgmlType::from_name(s).ok_or_else(|| format!("unknown type {s:?}"));
+        let op_of = |s: &str| op_from_desc(s).ok_or_else(|| format!("unknown op {s:?}"));
         for a in &self.inputs {
             let id = ctx.new_tensor_impl(ty_of(&a.ty)?, a.ne, None, 0);
             let t = ctx.t_mut(id);
             t.name.clone_from(&a.name);
             t.flags = a.flags;
-            t.op = op_from_desc(&a.op).ok_or_else(|| format!("unknown op {:?}", a.op))?;
-            by_name.insert(a.name.clone(), id);
+            t.op = op_of(&a.op)?;
+            by_name.entry(&a.name).or_default().push(id);
             graph.leafs.push(id);
             leaf_buffer.push(a.buffer);
         }
+        // first every node's tensor, so that sources may refer forward
         for n in &self.nodes {
-            let op = op_from_desc(&n.op).ok_or_else(|| format!("unknown op {:?} of {:?}", n.op, n.name))?;
-            let ty = ty_of(&n.ty)?;
-            // With pipeline parallelism the scheduler's input copies are leafs and nodes at once.
+            let op = op_of(&n.op)?;
+            // with pipeline parallelism the scheduler's input copies are leafs and nodes at once
             if op == Op::None && n.srcs.is_empty() && n.memory == NodeMemory::Elsewhere {
-                if let Some(&id) = by_name.get(&n.name) {
+                if let Some(&id) = by_name.get(n.name.as_str()).and_then(|ids| ids.last()) {
                     graph.nodes.push(id);
                     node_buffer.push(n.buffer);
                     continue;
                 }
             }
-            let mut src = [None; MAX_SRC];
-            for (j, s) in n.srcs.iter().enumerate().take(MAX_SRC) {
-                let id = *by_name
-                    .entry(s.clone())
-                    .or_insert_with(|| ctx.new_resident(s, GgmlType::F32, &[1], n.buffer));
-                src[j] = Some(id);
-            }
-            let allocated = matches!(n.memory, NodeMemory::Allocated(_));
-            let view_of = if allocated || matches!(n.memory, NodeMemory::InPlace(_)) {
-                None
-            } else {
-                // the view ops and the in-place ops view `src[0]`
-                match op {
-                    Op::Cpy => src[1],
-                    Op::SetRows => src[2],
-                    _ => src[0],
-                }
-            };
-            if view_of.is_none() && !allocated && !matches!(n.memory, NodeMemory::InPlace(_)) {
-                return Err(format!("node {} {:?} has no memory and no source to view", n.index, n.name));
-            }
-            let id = ctx.new_tensor_impl(ty, n.ne, view_of, 0);
+            let id = ctx.new_tensor_impl(ty_of(&n.ty)?, n.ne, None, 0);
             let t = ctx.t_mut(id);
             t.name.clone_from(&n.name);
             t.op = op;
-            t.src = src;
-            if let NodeMemory::Allocated(a) = &n.memory {
-                t.flags = a.flags;
-            }
-            if n.name == "result_norm" || n.name == "result_output" {
+            t.flags = match &n.memory {
+                NodeMemory::Allocated(a) => a.flags,
+                _ => FLAG_COMPUTE,
+            };
+            if matches!(n.name.as_str(), "result_norm" | "result_output" | "result_embd_pooled" | "h_nextn") {
                 t.flags |= FLAG_OUTPUT;
             }
-            if op == Op::Cpy && allocated {
-                t.src[1] = Some(id);
-            }
-            by_name.insert(n.name.clone(), id);
+            by_name.entry(&n.name).or_default().push(id);
             graph.nodes.push(id);
             node_buffer.push(n.buffer);
         }
+        // then the sources, in graph order
+        let freed_after = self.freed_after(&ctx, &graph);
+        let first_node = TensorId(self.inputs.len() as u32);
+        let mut consumed = vec![false; ctx.tensors.len()];
+        let mut view_of: Vec<Option<TensorId>> = vec![None; ctx.tensors.len()];
+        for (i, (n, &id)) in self.nodes.iter().zip(&graph.nodes).enumerate() {
+            if ctx.t(id).flags & FLAG_INPUT != 0 && n.srcs.is_empty() {
+                continue;
+            }
+            let mut src = [None; MAX_SRC];
+            for (j, s) in n.srcs.iter().enumerate().take(MAX_SRC) {
+                let ids = by_name.entry(s).or_default();
+                // a tensor's memory is its base's; the node after which the base was freed
+                let freed = |c: TensorId| {
+                    let mut base = c;
+                    while let Some(v) = view_of.get(base.index()).copied().flatten() {
+                        base = v;
+                    }
+                    freed_after.get(base.index()).copied().flatten()
+                };
+                let before: Vec<TensorId> =
+                    ids.iter().copied().filter(|&c| c < id && freed(c).is_none_or(|k| k >= i)).collect();
+                let unread = |c: &&TensorId| !consumed[c.index()];
+                // a tensor whose memory was freed right after this node: this node read it last
+                let mut last_read: Vec<TensorId> = Vec::new();
+                if before.len() > 1 {
+                    for k in std::iter::once(i).chain(self.later_readers(i)) {
+                        last_read = before.iter().copied().filter(|&c| freed(c) == Some(k)).collect();
+                        if !last_read.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                let pick = if last_read.is_empty() {
+                    // graph inputs are read in the order llama.cpp made them; nodes latest first
+                    if before.iter().all(|&c| c < first_node) {
+                        before.iter().find(unread)
+                    } else {
+                        before.iter().rev().find(unread)
+                    }
+                } else {
+                    last_read.iter().rev().find(unread).or(last_read.last())
+                };
+                let pick = pick.or(before.last()).or(ids.iter().find(|&&c| c > id)).copied();
+                let pick = match pick {
+                    Some(p) => p,
+                    None => {
+                        let r = ctx.new_resident(s, GgmlType::F32, &[1], n.buffer);
+                        ids.push(r);
+                        consumed.push(false);
+                        view_of.push(None);
+                        r
+                    }
+                };
+                consumed[pick.index()] = true;
+                src[j] = Some(pick);
+            }
+            let op = ctx.t(id).op;
+            view_of[id.index()] = match n.memory {
+                NodeMemory::Allocated(_) | NodeMemory::InPlace(_) => None,
+                // the view ops and the in-place ops view `src[0]`
+                NodeMemory::Elsewhere => match op {
+                    Op::Cpy => src[1],
+                    Op::SetRows => src[2],
+                    _ => src[0],
+                },
+            };
+            if view_of[id.index()].is_none() && n.memory == NodeMemory::Elsewhere {
+                return Err(format!("node {} {:?} has no memory and no source to view", n.index, n.name));
+            }
+            if op == Op::Cpy && matches!(n.memory, NodeMemory::Allocated(_)) {
+                src[1] = Some(id);
+            }
+            ctx.t_mut(id).src = src;
+        }
+        // a view's `view_src` is its source's base
+        for i in 0..ctx.tensors.len() {
+            let mut base = view_of[i];
+            let mut hops = 0;
+            while let Some(b) = base {
+                match view_of[b.index()] {
+                    Some(next) if hops < ctx.tensors.len() => (base, hops) = (Some(next), hops + 1),
+                    _ => break,
+                }
+            }
+            ctx.tensors[i].view_src = base;
+        }
+        // the scheduler's copies of views keep the views' strides
+        for (n, &id) in self.nodes.iter().zip(&graph.nodes) {
+            if let NodeMemory::Allocated(a) = &n.memory {
+                if copy_source(&n.name) != n.name {
+                    fit_strides(&mut ctx, id, &buffers[a.buffer], a.size);
+                }
+            }
+        }
         Ok(TraceGraph { ctx, graph, node_buffer, leaf_buffer })
+    }
+}
+
+/// Sets the strides of `id`, a copy of a view, so that `buffer` asks `size` bytes for it
+/// (aligned): the view is taken to be a slice of a wider tensor along one dimension, with the
+/// strides above it following from that one.
+fn fit_strides(ctx: &mut Ctx, id: TensorId, buffer: &BufferSpec, size: u64) {
+    let aligned = |x: u64| x.div_ceil(buffer.alignment) * buffer.alignment;
+    if aligned(buffer.alloc_size(ctx, id)) == size {
+        return;
+    }
+    let t = ctx.t(id).clone();
+    let pad = buffer.alloc_size(ctx, id) - t.nbytes();
+    let ne: Vec<u64> = t.ne.iter().map(|&n| n.max(1) as u64).collect();
+    let row = t.nb[1];
+    for d0 in 1..4 {
+        if ne[d0] <= 1 {
+            continue;
+        }
+        // nbytes = row + Σ_{1≤d<d0} (ne[d]-1)·nb[d] + m·Σ_{d≥d0} (ne[d]-1)·Π_{d0≤e<d} ne[e]
+        let fixed: u64 = (1..d0).map(|d| (ne[d] - 1) * t.nb[d]).sum::<u64>() + row.min(t.nbytes());
+        let (mut per_m, mut span) = (0u64, 1u64);
+        for d in d0..4 {
+            per_m += (ne[d] - 1) * span;
+            span *= ne[d];
+        }
+        let Some(room) = size.checked_sub(pad + fixed) else { continue };
+        let m = room / per_m;
+        let mut nb = t.nb;
+        nb[d0] = m;
+        for d in d0 + 1..4 {
+            nb[d] = nb[d - 1] * ne[d - 1];
+        }
+        ctx.t_mut(id).nb = nb;
+        if aligned(buffer.alloc_size(ctx, id)) == size {
+            return;
+        }
+        ctx.t_mut(id).nb = t.nb;
     }
 }
 
@@ -480,7 +671,7 @@ pub fn op_from_desc(desc: &str) -> Option<Op> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SAMPLE: &str = "\
@@ -527,7 +718,7 @@ noise
     #[test]
     fn rebuilds_views_and_residents() {
         let t = Trace::parse(SAMPLE).unwrap();
-        let g = t.scheduled_graph().unwrap();
+        let g = t.scheduled_graph(&t.buffer_specs(900)).unwrap();
         assert_eq!(g.graph.nodes.len(), 4);
         assert_eq!(g.leaf_buffer, [1]);
         let reshaped = g.ctx.t(g.graph.nodes[2]);
@@ -569,7 +760,7 @@ noise
         for (row, text) in traced_logs() {
             let t = Trace::parse(&text).unwrap_or_else(|e| panic!("{row}: {e}"));
             assert_eq!(t.nodes.len(), t.n_nodes, "{row}");
-            t.scheduled_graph().unwrap_or_else(|e| panic!("{row}: {e}"));
+            t.scheduled_graph(&t.buffer_specs(900)).unwrap_or_else(|e| panic!("{row}: {e}"));
         }
     }
 }

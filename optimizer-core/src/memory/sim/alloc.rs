@@ -1,0 +1,808 @@
+//! ggml's graph allocator (ggml/src/ggml-alloc.c), as the scheduler runs it to reserve compute
+//! buffers: every graph input and node gets an address in its buffer from a best-fit free list,
+//! takes its parent's memory when it may work in place, and gives its memory back once its last
+//! child has run. A buffer's size is the high-water mark of its free list: what llama.cpp reports
+//! as the compute buffer.
+//!
+//! Also here: what each buffer type asks for a tensor (`ggml_backend_buft_get_alloc_size`: the CUDA
+//! buffer type's row padding of quantized tensors and the flash-attention F16 scratch) and each
+//! buffer type's alignment and maximum size.
+
+use crate::gguf::GgmlType;
+use crate::units::Bytes;
+
+use super::ggml::{Ctx, FLAG_INPUT, FLAG_OUTPUT, Graph, MAX_DIMS, Op, TensorId};
+
+/// `MAX_FREE_BLOCKS` (ggml-alloc.c:14): free blocks a chunk can hold.
+const MAX_FREE_BLOCKS: usize = 256;
+/// `GGML_VBUFFER_MAX_CHUNKS` (ggml-alloc.c:93).
+const MAX_CHUNKS: usize = 16;
+/// `MATRIX_ROW_PADDING` (ggml-cuda/common.cuh:186): CUDA pads the last row of a quantized tensor
+/// to a multiple of this many elements.
+const MATRIX_ROW_PADDING: i64 = 512;
+/// `FATTN_KQ_STRIDE` (ggml-cuda/fattn-common.cuh:9).
+const FATTN_KQ_STRIDE: i64 = 256;
+/// `GGML_CUDA_CC_VOLTA`, `_TURING`, `_ADA_LOVELACE` (ggml-cuda/common.cuh:52-56).
+const CC_VOLTA: u32 = 700;
+const CC_TURING: u32 = 750;
+const CC_ADA_LOVELACE: u32 = 890;
+
+/// What kind of memory a buffer type is, for the size it asks for a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferKind {
+    /// Host memory (the CPU buffer type, or CUDA's pinned host buffer type): `ggml_nbytes`.
+    Host,
+    /// A CUDA device of this compute capability (e.g. 890 for 8.9), whose buffer type pads
+    /// quantized rows and adds flash attention's F16 scratch (ggml-cuda.cu:903-919).
+    Cuda {
+        /// `ggml_cuda_info().devices[i].cc`.
+        compute_capability: u32,
+    },
+}
+
+/// One buffer type of the graph allocator (`ggml_gallocr_new_n`'s `bufts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferSpec {
+    /// `ggml_backend_buft_name`: `CUDA0`, `CUDA_Host`, `CPU`. Buffers of the same name are the
+    /// same buffer type and share one allocator, as in `ggml_gallocr_new_n` (ggml-alloc.c:510-516).
+    pub name: String,
+    /// `ggml_backend_buft_get_alignment`.
+    pub alignment: u64,
+    /// `ggml_backend_buft_get_max_size`: the size of one chunk before another is opened.
+    pub max_size: u64,
+    /// How the buffer type sizes a tensor.
+    pub kind: BufferKind,
+}
+
+impl BufferSpec {
+    /// CUDA device `device`'s buffer type: alignment 128 (ggml-cuda.cu:897-901), no maximum size
+    /// (`get_max_size` is NULL: SIZE_MAX, ggml-cuda.cu:927).
+    pub fn cuda(device: usize, compute_capability: u32) -> BufferSpec {
+        BufferSpec {
+            name: format!("CUDA{device}"),
+            alignment: 128,
+            max_size: u64::MAX,
+            kind: BufferKind::Cuda { compute_capability },
+        }
+    }
+
+    /// A host buffer type, the CPU backend's (`CPU`, or `CUDA_Host` when CUDA's pinned memory is
+    /// used): `TENSOR_ALIGNMENT` 32 (ggml-impl.h:44, ggml-backend.cpp:2614; the pinned type reuses
+    /// the CPU type's, ggml-cuda.cu:1312), no maximum size, `ggml_nbytes`.
+    pub fn host(name: &str) -> BufferSpec {
+        BufferSpec { name: name.to_owned(), alignment: 32, max_size: u64::MAX, kind: BufferKind::Host }
+    }
+
+    /// `ggml_backend_buft_get_alloc_size` (ggml-backend.cpp:194-203) of this buffer type for `id`.
+    pub fn alloc_size(&self, ctx: &Ctx, id: TensorId) -> u64 {
+        let t = ctx.t(id);
+        match self.kind {
+            BufferKind::Host => t.nbytes(),
+            BufferKind::Cuda { compute_capability } => {
+                // ggml_backend_cuda_buffer_type_get_alloc_size, ggml-cuda.cu:903-919
+                let mut size = if t.op == Op::FlashAttnExt {
+                    fattn_alloc_size(ctx, id, compute_capability)
+                } else {
+                    t.nbytes()
+                };
+                let ne0 = t.ne[0];
+                if t.ty.is_quantized() && ne0 % MATRIX_ROW_PADDING != 0 {
+                    let pad = (MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING) as u64;
+                    size += t.ty.row_size(pad).unwrap_or(0);
+                }
+                size
+            }
+        }
+    }
+}
+
+/// `enum best_fattn_kernel` (ggml-cuda/fattn.cu:517-522).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FattnKernel {
+    None,
+    Tile,
+    Vec,
+    MmaF16,
+}
+
+/// `ggml_cuda_fattn_kv_type_supported` (ggml-cuda/fattn.cu:525-538).
+fn fattn_kv_type_supported(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::Bf16
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+    )
+}
+
+/// Whether `ggml_cuda_get_fattn_vec_case` (ggml-cuda/fattn.cu:436-491) finds a compiled vector
+/// kernel, for the default `GGML_CUDA_FA_QUANTS` "q4_0-q4_0;q8_0-q8_0;f16-f16;bf16-bf16"
+/// (ggml/CMakeLists.txt:208) and head sizes 64, 128, 256 (an F32 K or V counts as F16).
+fn fattn_vec_case(head: i64, k: GgmlType, v: GgmlType) -> bool {
+    let as_f16 = |t: GgmlType| if t == GgmlType::F32 { GgmlType::F16 } else { t };
+    let (k, v) = (as_f16(k), as_f16(v));
+    matches!(head, 64 | 128 | 256)
+        && k == v
+        && matches!(k, GgmlType::F16 | GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Bf16)
+}
+
+/// `ggml_cuda_get_best_fattn_kernel` (ggml-cuda/fattn.cu:540-720) for an NVIDIA device built for
+/// its own architecture (`ggml_cuda_highest_compiled_arch(cc) == cc`).
+fn best_fattn_kernel(ctx: &Ctx, dst: TensorId, cc: u32) -> FattnKernel {
+    let d = ctx.t(dst);
+    let (Some(q), Some(k), Some(v)) = (d.src[0], d.src[1], d.src[2]) else {
+        return FattnKernel::None;
+    };
+    let (q, k, v, mask) = (ctx.t(q), ctx.t(k), ctx.t(v), d.src[3].map(|m| ctx.t(m)));
+    if k.ne[2] == 0 {
+        return FattnKernel::None;
+    }
+    let gqa_ratio = q.ne[2] / k.ne[2];
+    let max_bias = f32::from_bits(d.op_params[1] as u32);
+
+    let mut gqa_opt_applies = gqa_ratio >= 2 && mask.is_some() && max_bias == 0.0 && k.ne[1] % FATTN_KQ_STRIDE == 0;
+    for t in [Some(q), Some(k), Some(v), mask].into_iter().flatten() {
+        if !t.ty.is_quantized() && t.nb[1..MAX_DIMS].iter().any(|nb| nb % 16 != 0) {
+            gqa_opt_applies = false;
+        }
+    }
+
+    match k.ne[0] {
+        40 | 64 | 72 | 80 | 96 | 128 | 112 | 256 if v.ne[0] != k.ne[0] => return FattnKernel::None,
+        40 | 64 | 72 | 80 | 96 | 128 | 112 | 256 => {}
+        192 if v.ne[0] != 128 || !gqa_opt_applies || gqa_ratio % 8 != 0 => return FattnKernel::None,
+        320 if v.ne[0] != 256 || !gqa_opt_applies || gqa_ratio % 32 != 0 => return FattnKernel::None,
+        512 if v.ne[0] != k.ne[0] || !gqa_opt_applies => return FattnKernel::None,
+        576 if v.ne[0] != 512 || !gqa_opt_applies => return FattnKernel::None,
+        192 | 320 | 512 | 576 => {}
+        _ => return FattnKernel::None,
+    }
+    if !fattn_kv_type_supported(k.ty) || !fattn_kv_type_supported(v.ty) {
+        return FattnKernel::None;
+    }
+    if mask.is_some_and(|m| m.ne[2] != 1) {
+        return FattnKernel::None;
+    }
+
+    let can_use_vector_kernel =
+        q.ne[0] <= 256 && q.ne[0] % 64 == 0 && q.ne[0] != 192 && k.ne[1] % FATTN_KQ_STRIDE == 0;
+    let quantized = k.ty.is_quantized() || v.ty.is_quantized();
+
+    if cc >= CC_TURING && q.ne[0] != 40 && q.ne[0] != 72 {
+        if can_use_vector_kernel {
+            if quantized {
+                if (cc >= CC_ADA_LOVELACE && q.ne[1] <= 2) || (cc < CC_ADA_LOVELACE && q.ne[1] == 1) {
+                    return FattnKernel::Vec;
+                }
+            } else if cc >= CC_ADA_LOVELACE
+                && q.ne[1] == 1
+                && q.ne[3] == 1
+                && !(gqa_ratio > 4 && (q.ne[0] >= 256 || k.ne[1] >= 8192))
+            {
+                // fattn.cu:641-648 also asks `!sparse_decode`, which needs gqa_ratio > 4 and a head
+                // size of 256 or 512 (mma_f16_may_use_sparse, fattn-mma-f16.cuh:1788): the
+                // condition above already rules that out, so the sparse gather never decides here.
+                return FattnKernel::Vec;
+            }
+            if !gqa_opt_applies && q.ne[1] == 1 {
+                return FattnKernel::Vec;
+            }
+        }
+        return FattnKernel::MmaF16;
+    }
+
+    let ncols2_max = match q.ne[0] {
+        320 => 32,
+        576 | 192 => 16,
+        _ => 8,
+    };
+    let mut gqa_ratio_eff = 1;
+    while max_bias == 0.0 && gqa_ratio % (2 * gqa_ratio_eff) == 0 && gqa_ratio_eff < ncols2_max {
+        gqa_ratio_eff *= 2;
+    }
+    if cc >= CC_VOLTA && q.ne[0] != 40 && q.ne[0] != 72 {
+        if can_use_vector_kernel && q.ne[1] * gqa_ratio_eff <= 2 {
+            return FattnKernel::Vec;
+        }
+        if q.ne[1] * gqa_ratio_eff <= 16 {
+            return FattnKernel::Tile;
+        }
+        return FattnKernel::MmaF16;
+    }
+    if can_use_vector_kernel {
+        if quantized {
+            if q.ne[1] <= 2 {
+                return FattnKernel::Vec;
+            }
+        } else if q.ne[1] == 1 && !gqa_opt_applies {
+            return FattnKernel::Vec;
+        }
+    }
+    FattnKernel::Tile
+}
+
+/// `ggml_cuda_flash_attn_ext_get_alloc_size` (ggml-cuda/fattn.cu:722-756): the result and, after
+/// it, the F16 copies of K and V that the chosen kernel converts them to
+/// (`ggml_cuda_flash_attn_ext_get_f16_extra_data`, ggml-cuda/fattn-common.cuh:53-81).
+fn fattn_alloc_size(ctx: &Ctx, dst: TensorId, cc: u32) -> u64 {
+    let d = ctx.t(dst);
+    let (Some(q), Some(k), Some(v)) = (d.src[0], d.src[1], d.src[2]) else {
+        return d.nbytes();
+    };
+    let (need_k, need_v) = match best_fattn_kernel(ctx, dst, cc) {
+        FattnKernel::Tile | FattnKernel::MmaF16 => (true, true),
+        FattnKernel::Vec => {
+            let (qt, kt, vt) = (ctx.t(q), ctx.t(k), ctx.t(v));
+            let fallback = !fattn_vec_case(qt.ne[0], kt.ty, vt.ty);
+            (kt.ty == GgmlType::F32 || fallback, vt.ty == GgmlType::F32 || fallback)
+        }
+        FattnKernel::None => (false, false),
+    };
+    let (kt, vt) = (ctx.t(k), ctx.t(v));
+    let v_is_k_view = vt.view_src.is_some()
+        && (vt.view_src == Some(k) || (vt.view_src == kt.view_src && vt.view_offs == kt.view_offs));
+    let pad = |x: u64| x.div_ceil(128) * 128;
+    let mut end = d.nbytes();
+    if need_k && kt.ty != GgmlType::F16 {
+        end = pad(end) + kt.nelements() as u64 * GgmlType::F16.type_size();
+    }
+    if need_v && vt.ty != GgmlType::F16 && !v_is_k_view {
+        end = pad(end) + vt.nelements() as u64 * GgmlType::F16.type_size();
+    }
+    end
+}
+
+/// What stops a reservation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AllocError {
+    /// `GGML_ASSERT(chunk->n_free_blocks < MAX_FREE_BLOCKS)` (ggml-alloc.c:139).
+    #[error("buffer {buffer:?}: more than {MAX_FREE_BLOCKS} free blocks in one chunk")]
+    OutOfFreeBlocks {
+        /// The buffer's name.
+        buffer: String,
+    },
+    /// The node and leaf buffer ids do not fit the graph or the buffer list.
+    #[error("{what}: expected {expected}, got {got}")]
+    BadInput {
+        /// Which argument.
+        what: &'static str,
+        /// What was expected.
+        expected: usize,
+        /// What was given.
+        got: usize,
+    },
+}
+
+/// `struct buffer_address` (ggml-alloc.c:96-99).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Addr {
+    chunk: usize,
+    offset: u64,
+}
+
+/// `struct free_block`.
+#[derive(Clone, Copy, Debug)]
+struct FreeBlock {
+    offset: u64,
+    size: u64,
+}
+
+/// `struct tallocr_chunk`.
+#[derive(Clone, Debug, Default)]
+struct Chunk {
+    free_blocks: Vec<FreeBlock>,
+    max_size: u64,
+}
+
+/// `struct ggml_dyn_tallocr` (ggml-alloc.c:117-129): a best-fit allocator over up to 16 chunks.
+#[derive(Clone, Debug)]
+struct DynTallocr {
+    alignment: u64,
+    max_chunk_size: u64,
+    chunks: Vec<Chunk>,
+}
+
+fn aligned(size: u64, alignment: u64) -> u64 {
+    size.div_ceil(alignment) * alignment
+}
+
+impl DynTallocr {
+    /// `ggml_dyn_tallocr_new` (ggml-alloc.c:355-370).
+    fn new(alignment: u64, max_buffer_size: u64) -> DynTallocr {
+        DynTallocr { alignment, max_chunk_size: max_buffer_size.min(u64::MAX / 2), chunks: Vec::new() }
+    }
+
+    /// `ggml_dyn_tallocr_insert_block` (ggml-alloc.c:138-152).
+    fn insert_block(chunk: &mut Chunk, offset: u64, size: u64) -> bool {
+        if chunk.free_blocks.len() >= MAX_FREE_BLOCKS {
+            return false;
+        }
+        let pos = chunk.free_blocks.iter().position(|b| b.offset >= offset).unwrap_or(chunk.free_blocks.len());
+        chunk.free_blocks.insert(pos, FreeBlock { offset, size });
+        true
+    }
+
+    /// `ggml_dyn_tallocr_new_chunk` (ggml-alloc.c:162-181).
+    fn new_chunk(&mut self, min_size: u64) -> Option<usize> {
+        if self.chunks.len() >= MAX_CHUNKS {
+            return None;
+        }
+        // a chunk may exceed the maximum for one tensor that is larger, and the last chunk is
+        // virtually endless
+        let size = if self.chunks.len() == MAX_CHUNKS - 1 { u64::MAX / 2 } else { min_size.max(self.max_chunk_size) };
+        self.chunks.push(Chunk { free_blocks: vec![FreeBlock { offset: 0, size }], max_size: 0 });
+        Some(self.chunks.len() - 1)
+    }
+
+    /// `ggml_dyn_tallocr_alloc` (ggml-alloc.c:202-306): the best-fitting free block that is not
+    /// a chunk's last; else the last block that grows its chunk least (or wastes least); else a
+    /// new chunk.
+    fn alloc(&mut self, size: u64) -> Option<Addr> {
+        let size = aligned(size, self.alignment);
+        let mut best: Option<(usize, usize)> = None;
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let mut best_fit_size = u64::MAX;
+            let n = chunk.free_blocks.len();
+            for (i, block) in chunk.free_blocks.iter().enumerate().take(n.saturating_sub(1)) {
+                if block.size >= size && block.size <= best_fit_size {
+                    best = Some((c, i));
+                    best_fit_size = block.size;
+                }
+            }
+        }
+        if best.is_none() {
+            let mut best_reuse = i64::MIN;
+            for (c, chunk) in self.chunks.iter().enumerate() {
+                let Some(block) = chunk.free_blocks.last() else { continue };
+                // size_t arithmetic read as int64_t, as in C
+                let reuse_factor = chunk.max_size.wrapping_sub(block.offset).wrapping_sub(size) as i64;
+                let better_reuse = best_reuse < 0 && reuse_factor > best_reuse;
+                let better_fit = reuse_factor >= 0 && reuse_factor < best_reuse;
+                if block.size >= size && (better_reuse || better_fit) {
+                    best = Some((c, chunk.free_blocks.len() - 1));
+                    best_reuse = reuse_factor;
+                }
+            }
+        }
+        let (c, i) = match best {
+            Some(b) => b,
+            None => (self.new_chunk(size)?, 0),
+        };
+        let chunk = &mut self.chunks[c];
+        let block = &mut chunk.free_blocks[i];
+        let addr = Addr { chunk: c, offset: block.offset };
+        block.offset += size;
+        block.size -= size;
+        if block.size == 0 {
+            chunk.free_blocks.remove(i);
+        }
+        chunk.max_size = chunk.max_size.max(addr.offset + size);
+        Some(addr)
+    }
+
+    /// `ggml_dyn_tallocr_free_bytes` (ggml-alloc.c:309-345): merges with the block that ends
+    /// where this starts or starts where this ends, else inserts a block.
+    fn free_bytes(&mut self, addr: Addr, size: u64) -> bool {
+        let size = aligned(size, self.alignment);
+        let chunk = &mut self.chunks[addr.chunk];
+        let n = chunk.free_blocks.len();
+        for i in 0..n {
+            let block = chunk.free_blocks[i];
+            if block.offset + block.size == addr.offset {
+                chunk.free_blocks[i].size += size;
+                if i + 1 < n {
+                    let next = chunk.free_blocks[i + 1];
+                    if chunk.free_blocks[i].offset + chunk.free_blocks[i].size == next.offset {
+                        chunk.free_blocks[i].size += next.size;
+                        chunk.free_blocks.remove(i + 1);
+                    }
+                }
+                return true;
+            }
+            if addr.offset + size == block.offset {
+                chunk.free_blocks[i].offset = addr.offset;
+                chunk.free_blocks[i].size += size;
+                if i > 0 {
+                    let prev = chunk.free_blocks[i - 1];
+                    if prev.offset + prev.size == chunk.free_blocks[i].offset {
+                        chunk.free_blocks[i - 1].size += chunk.free_blocks[i].size;
+                        chunk.free_blocks.remove(i);
+                    }
+                }
+                return true;
+            }
+        }
+        Self::insert_block(chunk, addr.offset, size)
+    }
+
+    /// The buffer's size: `ggml_dyn_tallocr_max_size` summed over its chunks.
+    fn size(&self) -> u64 {
+        self.chunks.iter().map(|c| c.max_size).sum()
+    }
+}
+
+/// `struct hash_node` (ggml-alloc.c:455-461).
+#[derive(Clone, Copy, Debug, Default)]
+struct HashNode {
+    n_children: i32,
+    n_views: i32,
+    buffer_id: usize,
+    addr: Addr,
+    allocated: bool,
+}
+
+/// One step of the allocator, for tests that follow a trace line by line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A tensor got `size` (aligned) bytes at `addr` of `buffer`.
+    Alloc { buffer: usize, chunk: usize, offset: u64, size: u64, tensor: TensorId },
+    /// A tensor's bytes were freed.
+    Free { buffer: usize, chunk: usize, offset: u64, size: u64, tensor: TensorId },
+    /// `node` took `parent`'s memory.
+    Reuse { buffer: usize, parent: TensorId, node: TensorId },
+    /// The unused end of a reused parent was freed.
+    FreeExtra { buffer: usize, chunk: usize, offset: u64, size: u64, node: TensorId },
+    /// Node `i` of the graph was handled.
+    Node(usize),
+}
+
+/// `struct ggml_gallocr` during one reservation.
+struct Gallocr<'a> {
+    ctx: &'a Ctx,
+    buffers: &'a [BufferSpec],
+    /// The allocator of each buffer (buffers of one type share one).
+    talloc_of: Vec<usize>,
+    tallocs: Vec<DynTallocr>,
+    hash: Vec<HashNode>,
+    steps: Option<Vec<Step>>,
+}
+
+impl Gallocr<'_> {
+    fn alloc_size(&self, buffer: usize, id: TensorId) -> u64 {
+        self.buffers[buffer].alloc_size(self.ctx, id)
+    }
+
+    fn err(&self, buffer: usize) -> AllocError {
+        AllocError::OutOfFreeBlocks { buffer: self.buffers[buffer].name.clone() }
+    }
+
+    /// `ggml_gallocr_is_allocated` (ggml-alloc.c:585-589): memory set outside (our resident
+    /// tensors) or given by this allocator.
+    fn is_allocated(&self, id: TensorId) -> bool {
+        self.ctx.t(id).backend.is_some() || self.hash[id.index()].allocated
+    }
+
+    /// `ggml_gallocr_free_extra_space` (ggml-alloc.c:592-620).
+    fn free_extra_space(&mut self, node: TensorId, parent: TensorId) -> Result<(), AllocError> {
+        let (hn, p_hn) = (self.hash[node.index()], self.hash[parent.index()]);
+        let parent_size = self.alloc_size(p_hn.buffer_id, parent);
+        let node_size = self.alloc_size(hn.buffer_id, node);
+        let alignment = self.tallocs[self.talloc_of[p_hn.buffer_id]].alignment;
+        let (parent_size, node_size) = (aligned(parent_size, alignment), aligned(node_size, alignment));
+        if parent_size > node_size {
+            let addr = Addr { chunk: p_hn.addr.chunk, offset: p_hn.addr.offset + node_size };
+            let size = parent_size - node_size;
+            if !self.tallocs[self.talloc_of[p_hn.buffer_id]].free_bytes(addr, size) {
+                return Err(self.err(p_hn.buffer_id));
+            }
+            if let Some(s) = &mut self.steps {
+                let (buffer, chunk, offset) = (p_hn.buffer_id, addr.chunk, addr.offset);
+                s.push(Step::FreeExtra { buffer, chunk, offset, size, node });
+            }
+        }
+        Ok(())
+    }
+
+    /// `ggml_gallocr_allocate_node` (ggml-alloc.c:622-691).
+    fn allocate_node(&mut self, node: TensorId, buffer_id: usize) -> Result<(), AllocError> {
+        let t = self.ctx.t(node);
+        if self.is_allocated(node) || t.view_src.is_some() {
+            return Ok(());
+        }
+        self.hash[node.index()].allocated = true;
+
+        if t.op.can_inplace() {
+            for parent in t.src.iter().flatten().copied() {
+                // the parent's memory must be this allocator's
+                if !self.hash[parent.index()].allocated {
+                    continue;
+                }
+                let p = self.ctx.t(parent);
+                let output = p.flags & FLAG_OUTPUT != 0
+                    || p.view_src.is_some_and(|v| self.ctx.t(v).flags & FLAG_OUTPUT != 0);
+                if output || !same_layout(self.ctx, node, parent) {
+                    continue;
+                }
+                let p_hn = self.hash[parent.index()];
+                if p_hn.n_children != 1 || p_hn.n_views != 0 {
+                    continue;
+                }
+                if let Some(view_src) = p.view_src {
+                    // a view parent is never this allocator's own (views are not allocated), so
+                    // this branch of ggml-alloc.c:651-664 is not reached in practice; kept as in C,
+                    // where `view_src->data == parent->data` holds in a reservation (no data yet)
+                    let v_hn = self.hash[view_src.index()];
+                    if v_hn.n_views == 1 && v_hn.n_children == 0 {
+                        self.hash[node.index()].buffer_id = p_hn.buffer_id;
+                        self.hash[node.index()].addr = p_hn.addr;
+                        self.hash[parent.index()].allocated = false;
+                        self.hash[view_src.index()].allocated = false;
+                        if let Some(s) = &mut self.steps {
+                            s.push(Step::Reuse { buffer: p_hn.buffer_id, parent: view_src, node });
+                        }
+                        return self.free_extra_space(node, view_src);
+                    }
+                } else {
+                    self.hash[node.index()].buffer_id = p_hn.buffer_id;
+                    self.hash[node.index()].addr = p_hn.addr;
+                    self.hash[parent.index()].allocated = false;
+                    if let Some(s) = &mut self.steps {
+                        s.push(Step::Reuse { buffer: p_hn.buffer_id, parent, node });
+                    }
+                    return self.free_extra_space(node, parent);
+                }
+            }
+        }
+        let size = self.alloc_size(buffer_id, node);
+        let talloc = &mut self.tallocs[self.talloc_of[buffer_id]];
+        let alignment = talloc.alignment;
+        let addr = talloc.alloc(size).ok_or_else(|| self.err(buffer_id))?;
+        self.hash[node.index()].buffer_id = buffer_id;
+        self.hash[node.index()].addr = addr;
+        if let Some(s) = &mut self.steps {
+            let (chunk, offset, size) = (addr.chunk, addr.offset, aligned(size, alignment));
+            s.push(Step::Alloc { buffer: buffer_id, chunk, offset, size, tensor: node });
+        }
+        Ok(())
+    }
+
+    /// `ggml_gallocr_free_node` (ggml-alloc.c:693-716): outputs are never freed.
+    fn free_node(&mut self, node: TensorId) -> Result<(), AllocError> {
+        if self.ctx.t(node).flags & FLAG_OUTPUT != 0 {
+            return Ok(());
+        }
+        let hn = self.hash[node.index()];
+        let size = self.alloc_size(hn.buffer_id, node);
+        let talloc = &mut self.tallocs[self.talloc_of[hn.buffer_id]];
+        let alignment = talloc.alignment;
+        if !talloc.free_bytes(hn.addr, size) {
+            return Err(self.err(hn.buffer_id));
+        }
+        if let Some(s) = &mut self.steps {
+            let (buffer, chunk, offset, size) = (hn.buffer_id, hn.addr.chunk, hn.addr.offset, aligned(size, alignment));
+            s.push(Step::Free { buffer, chunk, offset, size, tensor: node });
+        }
+        self.hash[node.index()].allocated = false;
+        Ok(())
+    }
+
+    /// `ggml_gallocr_alloc_graph_impl` (ggml-alloc.c:722-826).
+    fn alloc_graph(&mut self, graph: &Graph, node_buffer: &[usize], leaf_buffer: &[usize]) -> Result<(), AllocError> {
+        let ctx = self.ctx;
+        // leafs first: tensors the application may use outside the graph too
+        for (i, &leaf) in graph.leafs.iter().enumerate() {
+            self.allocate_node(leaf, leaf_buffer[i])?;
+        }
+
+        // count children and views; allocate the graph's inputs before anything can overwrite them
+        for (i, &node) in graph.nodes.iter().enumerate() {
+            let t = ctx.t(node);
+            // NONE nodes are the scheduler's dependencies, not views anyone reads through
+            if t.op != Op::None {
+                if let Some(v) = t.view_src {
+                    self.hash[v.index()].n_views += 1;
+                }
+            }
+            if t.flags & FLAG_INPUT != 0 {
+                self.allocate_node(node, node_buffer[i])?;
+            }
+            for src in t.src.iter().flatten().copied() {
+                self.hash[src.index()].n_children += 1;
+                if ctx.t(src).flags & FLAG_INPUT != 0 {
+                    self.allocate_node(src, node_buffer[i])?;
+                }
+            }
+        }
+
+        for (i, &node) in graph.nodes.iter().enumerate() {
+            let t = ctx.t(node);
+            let buffer_id = node_buffer[i];
+            for parent in t.src.iter().flatten().copied() {
+                self.allocate_node(parent, buffer_id)?;
+            }
+            self.allocate_node(node, buffer_id)?;
+            if let Some(s) = &mut self.steps {
+                s.push(Step::Node(i));
+            }
+
+            for parent in t.src.iter().flatten().copied() {
+                let p_hn = &mut self.hash[parent.index()];
+                p_hn.n_children -= 1;
+                if p_hn.n_children != 0 || p_hn.n_views != 0 {
+                    continue;
+                }
+                if let Some(view_src) = ctx.t(parent).view_src {
+                    let v_hn = &mut self.hash[view_src.index()];
+                    v_hn.n_views -= 1;
+                    if v_hn.n_views == 0 && v_hn.n_children == 0 && v_hn.allocated {
+                        self.free_node(view_src)?;
+                    }
+                } else if p_hn.allocated {
+                    self.free_node(parent)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ggml_are_same_layout`: same type, shape and strides.
+fn same_layout(ctx: &Ctx, a: TensorId, b: TensorId) -> bool {
+    let (a, b) = (ctx.t(a), ctx.t(b));
+    a.ty == b.ty && a.ne == b.ne && a.nb == b.nb
+}
+
+fn run(
+    ctx: &Ctx,
+    graph: &Graph,
+    node_buffer: &[usize],
+    leaf_buffer: &[usize],
+    buffers: &[BufferSpec],
+    log: bool,
+) -> Result<(Vec<Bytes>, Vec<Step>), AllocError> {
+    let check = |what, expected: usize, got: usize| {
+        if expected == got { Ok(()) } else { Err(AllocError::BadInput { what, expected, got }) }
+    };
+    check("node buffer ids", graph.nodes.len(), node_buffer.len())?;
+    check("leaf buffer ids", graph.leafs.len(), leaf_buffer.len())?;
+    if let Some(&b) = node_buffer.iter().chain(leaf_buffer).find(|&&b| b >= buffers.len()) {
+        return Err(AllocError::BadInput { what: "buffer id", expected: buffers.len(), got: b });
+    }
+    // ggml_gallocr_new_n (ggml-alloc.c:498-526): one allocator per distinct buffer type
+    let mut talloc_of = Vec::with_capacity(buffers.len());
+    let mut tallocs = Vec::new();
+    for (i, b) in buffers.iter().enumerate() {
+        match buffers[..i].iter().position(|o| o.name == b.name) {
+            Some(j) => talloc_of.push(talloc_of[j]),
+            None => {
+                talloc_of.push(tallocs.len());
+                tallocs.push(DynTallocr::new(b.alignment, b.max_size));
+            }
+        }
+    }
+    let mut g = Gallocr {
+        ctx,
+        buffers,
+        talloc_of,
+        tallocs,
+        hash: vec![HashNode::default(); ctx.tensors.len()],
+        steps: log.then(Vec::new),
+    };
+    g.alloc_graph(graph, node_buffer, leaf_buffer)?;
+    let sizes = g.talloc_of.iter().map(|&a| Bytes(g.tallocs[a].size())).collect();
+    Ok((sizes, g.steps.unwrap_or_default()))
+}
+
+/// `ggml_gallocr_reserve_n_size` (ggml-alloc.c:928-937): each buffer's size after allocating
+/// `graph` with node `i` in buffer `node_buffer[i]` and leaf `i` in `leaf_buffer[i]` (indices
+/// into `buffers`). Tensors with a `backend` have their memory already and are not placed.
+pub fn reserve(
+    ctx: &Ctx,
+    graph: &Graph,
+    node_buffer: &[usize],
+    leaf_buffer: &[usize],
+    buffers: &[BufferSpec],
+) -> Result<Vec<Bytes>, AllocError> {
+    run(ctx, graph, node_buffer, leaf_buffer, buffers, false).map(|(sizes, _)| sizes)
+}
+
+/// [`reserve`], with every step it took.
+#[cfg(test)]
+pub(crate) fn reserve_steps(
+    ctx: &Ctx,
+    graph: &Graph,
+    node_buffer: &[usize],
+    leaf_buffer: &[usize],
+    buffers: &[BufferSpec],
+) -> Result<(Vec<Bytes>, Vec<Step>), AllocError> {
+    run(ctx, graph, node_buffer, leaf_buffer, buffers, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::sim::trace::Trace;
+
+    fn step_line(ctx: &Ctx, graph: &Graph, node_buffer: &[usize], s: &Step) -> String {
+        let desc = |tag: &str, b: usize, c: usize, o: u64, size: u64, id: TensorId| {
+            let t = ctx.t(id);
+            format!(
+                "@@{tag} {b} {c} {o} {size} {} {} {} {} {} {} {}|{}",
+                t.op.desc(),
+                t.ty.name().to_lowercase(),
+                t.ne[0],
+                t.ne[1],
+                t.ne[2],
+                t.ne[3],
+                t.flags,
+                t.name
+            )
+        };
+        match *s {
+            Step::Alloc { buffer, chunk, offset, size, tensor } => desc("A", buffer, chunk, offset, size, tensor),
+            Step::Free { buffer, chunk, offset, size, tensor } => desc("F", buffer, chunk, offset, size, tensor),
+            Step::Reuse { buffer, parent, node } => format!("@@U {buffer} {}|{}", ctx.t(parent).name, ctx.t(node).name),
+            Step::FreeExtra { buffer, chunk, offset, size, node } => {
+                format!("@@X {buffer} {chunk} {offset} {size} {}", ctx.t(node).name)
+            }
+            Step::Node(i) => {
+                let t = ctx.t(graph.nodes[i]);
+                let srcs: Vec<&str> = t.src.iter().flatten().map(|&s| ctx.t(s).name.as_str()).collect();
+                format!(
+                    "@@N {i} {} {} {} {} {} {} {}|{}|{}",
+                    node_buffer[i],
+                    t.op.desc(),
+                    t.ty.name().to_lowercase(),
+                    t.ne[0],
+                    t.ne[1],
+                    t.ne[2],
+                    t.ne[3],
+                    t.name,
+                    srcs.join(";")
+                )
+            }
+        }
+    }
+
+    /// Runs the allocator on a trace's scheduled graph; `Err` names the first step that differs
+    /// from llama.cpp's (flags aside: a reused node's are not in the trace).
+    fn check_trace(row: &str, text: &str) -> Result<(), String> {
+        let trace = Trace::parse(text).map_err(|e| format!("{row}: {e}"))?;
+        let buffers = trace.buffer_specs(900);
+        let g = trace.scheduled_graph(&buffers).map_err(|e| format!("{row}: {e}"))?;
+        let (sizes, steps) = reserve_steps(&g.ctx, &g.graph, &g.node_buffer, &g.leaf_buffer, &buffers)
+            .map_err(|e| format!("{row}: {e}"))?;
+        let strip_flags = |l: &str| -> String {
+            if l.starts_with("@@A") || l.starts_with("@@F") {
+                let (head, name) = l.split_once('|').unwrap_or((l, ""));
+                let head = head.rsplit_once(' ').map_or(head, |(h, _)| h);
+                format!("{head}|{name}")
+            } else {
+                l.to_owned()
+            }
+        };
+        let want: Vec<String> = text
+            .lines()
+            .filter(|l| ["@@A", "@@F", "@@U", "@@X", "@@N"].iter().any(|p| l.starts_with(p)))
+            .map(|l| strip_flags(l).to_lowercase())
+            .collect();
+        let got: Vec<String> =
+            steps.iter().map(|s| strip_flags(&step_line(&g.ctx, &g.graph, &g.node_buffer, s)).to_lowercase()).collect();
+        if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
+            let lo = i.saturating_sub(3);
+            return Err(format!(
+                "{row}: step {i} differs\nllama.cpp:\n  {}\nsimulated:\n  {}",
+                want[lo..(i + 2).min(want.len())].join("\n  "),
+                got[lo..(i + 2).min(got.len())].join("\n  ")
+            ));
+        }
+        let got: Vec<u64> = sizes.iter().map(|b| b.0).collect();
+        if got != trace.sizes {
+            return Err(format!("{row}: sizes {got:?}, llama.cpp {:?}", trace.sizes));
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "reads the unpacked traces in /tmp/tr"]
+    fn every_traced_row_to_the_byte() {
+        let logs = crate::memory::sim::trace::tests::traced_logs();
+        let failures: Vec<String> = logs.iter().filter_map(|(row, text)| check_trace(row, text).err()).collect();
+        assert!(failures.is_empty(), "{} of {} rows differ:\n{}", failures.len(), logs.len(), failures.join("\n"));
+    }
+}
