@@ -145,7 +145,8 @@ fn best_fattn_kernel(ctx: &Ctx, dst: TensorId, cc: u32) -> FattnKernel {
     let gqa_ratio = q.ne[2] / k.ne[2];
     let max_bias = f32::from_bits(d.op_params[1] as u32);
 
-    let mut gqa_opt_applies = gqa_ratio >= 2 && mask.is_some() && max_bias == 0.0 && k.ne[1] % FATTN_KQ_STRIDE == 0;
+    let mut gqa_opt_applies =
+        gqa_ratio >= 2 && mask.is_some() && max_bias == 0.0 && k.ne[1] % FATTN_KQ_STRIDE == 0;
     for t in [Some(q), Some(k), Some(v), mask].into_iter().flatten() {
         if !t.ty.is_quantized() && t.nb[1..MAX_DIMS].iter().any(|nb| nb % 16 != 0) {
             gqa_opt_applies = false;
@@ -154,12 +155,11 @@ fn best_fattn_kernel(ctx: &Ctx, dst: TensorId, cc: u32) -> FattnKernel {
 
     match k.ne[0] {
         40 | 64 | 72 | 80 | 96 | 128 | 112 | 256 if v.ne[0] != k.ne[0] => return FattnKernel::None,
-        40 | 64 | 72 | 80 | 96 | 128 | 112 | 256 => {}
         192 if v.ne[0] != 128 || !gqa_opt_applies || gqa_ratio % 8 != 0 => return FattnKernel::None,
         320 if v.ne[0] != 256 || !gqa_opt_applies || gqa_ratio % 32 != 0 => return FattnKernel::None,
         512 if v.ne[0] != k.ne[0] || !gqa_opt_applies => return FattnKernel::None,
         576 if v.ne[0] != 512 || !gqa_opt_applies => return FattnKernel::None,
-        192 | 320 | 512 | 576 => {}
+        40 | 64 | 72 | 80 | 96 | 128 | 112 | 256 | 192 | 320 | 512 | 576 => {}
         _ => return FattnKernel::None,
     }
     if !fattn_kv_type_supported(k.ty) || !fattn_kv_type_supported(v.ty) {
@@ -322,7 +322,8 @@ impl DynTallocr {
         if chunk.free_blocks.len() >= MAX_FREE_BLOCKS {
             return false;
         }
-        let pos = chunk.free_blocks.iter().position(|b| b.offset >= offset).unwrap_or(chunk.free_blocks.len());
+        let pos =
+            chunk.free_blocks.iter().position(|b| b.offset >= offset).unwrap_or(chunk.free_blocks.len());
         chunk.free_blocks.insert(pos, FreeBlock { offset, size });
         true
     }
@@ -334,7 +335,11 @@ impl DynTallocr {
         }
         // a chunk may exceed the maximum for one tensor that is larger, and the last chunk is
         // virtually endless
-        let size = if self.chunks.len() == MAX_CHUNKS - 1 { u64::MAX / 2 } else { min_size.max(self.max_chunk_size) };
+        let size = if self.chunks.len() == MAX_CHUNKS - 1 {
+            u64::MAX / 2
+        } else {
+            min_size.max(self.max_chunk_size)
+        };
         self.chunks.push(Chunk { free_blocks: vec![FreeBlock { offset: 0, size }], max_size: 0 });
         Some(self.chunks.len() - 1)
     }
@@ -574,7 +579,8 @@ impl Gallocr<'_> {
             return Err(self.err(hn.buffer_id));
         }
         if let Some(s) = &mut self.steps {
-            let (buffer, chunk, offset, size) = (hn.buffer_id, hn.addr.chunk, hn.addr.offset, aligned(size, alignment));
+            let (buffer, chunk, offset, size) =
+                (hn.buffer_id, hn.addr.chunk, hn.addr.offset, aligned(size, alignment));
             s.push(Step::Free { buffer, chunk, offset, size, tensor: node });
         }
         self.hash[node.index()].allocated = false;
@@ -582,7 +588,12 @@ impl Gallocr<'_> {
     }
 
     /// `ggml_gallocr_alloc_graph_impl` (ggml-alloc.c:722-826).
-    fn alloc_graph(&mut self, graph: &Graph, node_buffer: &[usize], leaf_buffer: &[usize]) -> Result<(), AllocError> {
+    fn alloc_graph(
+        &mut self,
+        graph: &Graph,
+        node_buffer: &[usize],
+        leaf_buffer: &[usize],
+    ) -> Result<(), AllocError> {
         let ctx = self.ctx;
         // leafs first: tensors the application may use outside the graph too
         for (i, &leaf) in graph.leafs.iter().enumerate() {
@@ -667,12 +678,11 @@ fn run(
     let mut talloc_of = Vec::with_capacity(buffers.len());
     let mut tallocs = Vec::new();
     for (i, b) in buffers.iter().enumerate() {
-        match buffers[..i].iter().position(|o| o.name == b.name) {
-            Some(j) => talloc_of.push(talloc_of[j]),
-            None => {
-                talloc_of.push(tallocs.len());
-                tallocs.push(DynTallocr::new(b.alignment, b.max_size));
-            }
+        if let Some(j) = buffers[..i].iter().position(|o| o.name == b.name) {
+            talloc_of.push(talloc_of[j]);
+        } else {
+            talloc_of.push(tallocs.len());
+            tallocs.push(DynTallocr::new(b.alignment, b.max_size));
         }
     }
     let mut g = Gallocr {
@@ -734,9 +744,15 @@ mod tests {
             )
         };
         match *s {
-            Step::Alloc { buffer, chunk, offset, size, tensor } => desc("A", buffer, chunk, offset, size, tensor),
-            Step::Free { buffer, chunk, offset, size, tensor } => desc("F", buffer, chunk, offset, size, tensor),
-            Step::Reuse { buffer, parent, node } => format!("@@U {buffer} {}|{}", ctx.t(parent).name, ctx.t(node).name),
+            Step::Alloc { buffer, chunk, offset, size, tensor } => {
+                desc("A", buffer, chunk, offset, size, tensor)
+            }
+            Step::Free { buffer, chunk, offset, size, tensor } => {
+                desc("F", buffer, chunk, offset, size, tensor)
+            }
+            Step::Reuse { buffer, parent, node } => {
+                format!("@@U {buffer} {}|{}", ctx.t(parent).name, ctx.t(node).name)
+            }
             Step::FreeExtra { buffer, chunk, offset, size, node } => {
                 format!("@@X {buffer} {chunk} {offset} {size} {}", ctx.t(node).name)
             }
@@ -781,8 +797,10 @@ mod tests {
             .filter(|l| ["@@A", "@@F", "@@U", "@@X", "@@N"].iter().any(|p| l.starts_with(p)))
             .map(|l| strip_flags(l).to_lowercase())
             .collect();
-        let got: Vec<String> =
-            steps.iter().map(|s| strip_flags(&step_line(&g.ctx, &g.graph, &g.node_buffer, s)).to_lowercase()).collect();
+        let got: Vec<String> = steps
+            .iter()
+            .map(|s| strip_flags(&step_line(&g.ctx, &g.graph, &g.node_buffer, s)).to_lowercase())
+            .collect();
         if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
             let lo = i.saturating_sub(3);
             return Err(format!(
@@ -798,11 +816,126 @@ mod tests {
         Ok(())
     }
 
+    /// The committed subset of traces (fixtures/ground-truth/traces/subset).
+    fn subset() -> Vec<(String, String)> {
+        use std::io::Read;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ground-truth/traces/subset");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "gz") {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap())
+                    .read_to_string(&mut text)
+                    .unwrap();
+                out.push((p.file_stem().unwrap().to_string_lossy().into_owned(), text));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn traced_subset_to_the_byte() {
+        let rows = subset();
+        assert_eq!(rows.len(), 8);
+        let failures: Vec<String> =
+            rows.iter().filter_map(|(row, text)| check_trace(row, text).err()).collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn best_fit_prefers_the_smallest_hole_and_merges_frees() {
+        let mut t = DynTallocr::new(32, u64::MAX);
+        let a = t.alloc(100).unwrap(); // 128 bytes at 0
+        let b = t.alloc(64).unwrap(); // at 128
+        let c = t.alloc(256).unwrap(); // at 192
+        let _d = t.alloc(32).unwrap(); // at 448
+        assert_eq!((a.offset, b.offset, c.offset), (0, 128, 192));
+        assert!(t.free_bytes(a, 100));
+        assert!(t.free_bytes(c, 256));
+        // holes of 128 and 256 besides the tail: 96 bytes go to the smaller one
+        assert_eq!(t.alloc(96).unwrap().offset, 0);
+        // freeing b joins the 32 bytes left before it and c's hole after it: one hole of 352
+        assert!(t.free_bytes(b, 64));
+        assert_eq!(t.chunks[0].free_blocks.len(), 2);
+        assert_eq!(t.alloc(352).unwrap().offset, 96);
+        assert_eq!(t.size(), 480);
+    }
+
+    #[test]
+    fn the_last_block_grows_the_buffer_when_nothing_else_fits() {
+        let mut t = DynTallocr::new(128, u64::MAX);
+        let a = t.alloc(1000).unwrap();
+        let _b = t.alloc(128).unwrap();
+        assert!(t.free_bytes(a, 1000));
+        // 1024 free at 0 is too small for 2000: the tail grows the chunk
+        assert_eq!(t.alloc(2000).unwrap().offset, 1152);
+        assert_eq!(t.size(), 1152 + 2048);
+    }
+
+    #[test]
+    fn a_chunk_is_capped_by_the_max_size() {
+        let mut t = DynTallocr::new(32, 1024);
+        assert_eq!(t.alloc(800).unwrap(), Addr { chunk: 0, offset: 0 });
+        assert_eq!(t.alloc(800).unwrap(), Addr { chunk: 1, offset: 0 });
+        assert_eq!(t.size(), 1600);
+    }
+
+    #[test]
+    fn cuda_pads_quantized_rows() {
+        let mut ctx = Ctx::new();
+        let q = ctx.new_tensor(GgmlType::Q8_0, &[576, 10]);
+        let f = ctx.new_tensor(GgmlType::F32, &[576, 10]);
+        let cuda = BufferSpec::cuda(0, 900);
+        // 576 % 512 = 64: 448 more elements of q8_0 (14 blocks of 34 bytes)
+        assert_eq!(cuda.alloc_size(&ctx, q), 10 * 612 + 14 * 34);
+        assert_eq!(BufferSpec::host("CPU").alloc_size(&ctx, q), 10 * 612);
+        assert_eq!(cuda.alloc_size(&ctx, f), 576 * 10 * 4);
+    }
+
+    #[test]
+    #[allow(clippy::many_single_char_names)]
+    fn in_place_ops_take_their_parents_memory() {
+        let mut ctx = Ctx::new();
+        let w = ctx.new_resident("w", GgmlType::F32, &[64, 64], 0);
+        let x = ctx.new_tensor(GgmlType::F32, &[64, 8]);
+        ctx.set_name(x, "x");
+        ctx.set_input(x);
+        let y = ctx.mul_mat(w, x);
+        let z = ctx.unary(y, crate::memory::sim::ggml::Unary::Silu);
+        let o = ctx.mul_mat(w, z);
+        ctx.set_output(o);
+        let mut g = Graph::new();
+        g.build_forward_expand(&mut ctx, o);
+        let buffers = [BufferSpec::cuda(0, 900)];
+        let (sizes, steps) = reserve_steps(&ctx, &g, &[0; 3], &[0; 2], &buffers).unwrap();
+        assert!(steps.contains(&Step::Reuse { buffer: 0, parent: y, node: z }));
+        // x (2 KiB) is freed after y; o lands in x's place next to z: 2 KiB + 2 KiB
+        assert_eq!(sizes, [Bytes(4096)]);
+    }
+
+    #[test]
+    fn rejects_buffer_ids_that_do_not_fit() {
+        let ctx = Ctx::new();
+        let g = Graph::new();
+        let err = reserve(&ctx, &g, &[0], &[], &[BufferSpec::host("CPU")]).unwrap_err();
+        assert_eq!(err, AllocError::BadInput { what: "node buffer ids", expected: 0, got: 1 });
+    }
+
     #[test]
     #[ignore = "reads the unpacked traces in /tmp/tr"]
     fn every_traced_row_to_the_byte() {
         let logs = crate::memory::sim::trace::tests::traced_logs();
-        let failures: Vec<String> = logs.iter().filter_map(|(row, text)| check_trace(row, text).err()).collect();
-        assert!(failures.is_empty(), "{} of {} rows differ:\n{}", failures.len(), logs.len(), failures.join("\n"));
+        let failures: Vec<String> =
+            logs.iter().filter_map(|(row, text)| check_trace(row, text).err()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} of {} rows differ:\n{}",
+            failures.len(),
+            logs.len(),
+            failures.join("\n")
+        );
     }
 }

@@ -10,8 +10,8 @@
 // them are llama.cpp's own.
 #![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
 
-pub mod build;
 pub mod alloc;
+pub mod build;
 pub mod ggml;
 pub mod sched;
 #[cfg(test)]

@@ -328,8 +328,10 @@ impl Trace {
 
     /// For each tensor of `graph` (built from this trace in `ctx`), the node after which llama.cpp
     /// freed it, from the addresses of the `@@A`, `@@U` and `@@F` lines.
-    fn freed_after(&self, ctx: &Ctx, graph: &Graph) -> Vec<Option<usize>> {
+    /// Also whether each tensor's memory went on to a node that reused it in place.
+    fn freed_after(&self, ctx: &Ctx, graph: &Graph) -> (Vec<Option<usize>>, Vec<bool>) {
         let mut out = vec![None; ctx.tensors.len()];
+        let mut passed_on = vec![false; ctx.tensors.len()];
         let mut live: HashMap<(usize, usize, u64), TensorId> = HashMap::new();
         let mut inputs = graph.leafs.iter();
         let mut pending: Option<(usize, usize, u64)> = None;
@@ -353,7 +355,8 @@ impl Trace {
                     }
                     if let Some((buffer, parent)) = pending_reuse.take() {
                         let key = live.iter().find(|(key, id)| key.0 == buffer && ctx.t(**id).name == parent);
-                        if let Some((&key, _)) = key {
+                        if let Some((&key, &parent)) = key {
+                            passed_on[parent.index()] = true;
                             live.insert(key, graph.nodes[*k]);
                         }
                     }
@@ -366,7 +369,7 @@ impl Trace {
                 Event::FreeExtra { .. } => {}
             }
         }
-        out
+        (out, passed_on)
     }
 
     /// The nodes that read node `i` through views: its first reader, and if that is a view
@@ -376,7 +379,8 @@ impl Trace {
         let mut cur = i;
         while out.len() < 8 {
             let name = &self.nodes[cur].name;
-            let Some(j) = (cur + 1..self.nodes.len()).find(|&j| self.nodes[j].srcs.iter().any(|s| s == name)) else {
+            let Some(j) = (cur + 1..self.nodes.len()).find(|&j| self.nodes[j].srcs.iter().any(|s| s == name))
+            else {
                 break;
             };
             out.push(j);
@@ -415,11 +419,9 @@ impl Trace {
     /// (`ggml_*_inplace`: `ggml_view_tensor` of `src[0]`; the scheduler's `name (view)`
     /// dependencies are such `NONE` views). Strides are contiguous (the trace has none), except
     /// for the scheduler's copies of views (`ggml_dup_tensor_layout` keeps the view's strides):
-    /// their outermost stride is set to give the traced size. Flags come from the `@@A` lines; a
-    /// node reused in place has none printed: it gets `FLAG_COMPUTE`, and llama.cpp's outputs
-    /// (`result_norm`, `result_output`, `result_embd_pooled`, `h_nextn`: `llm_graph_result::set_outputs`,
-    /// llama-graph.cpp:1396-1408)
-    /// `FLAG_OUTPUT`.
+    /// their strides are set to give the traced size. Flags come from the `@@A` lines; a node
+    /// reused in place has none printed: it gets `FLAG_COMPUTE`, and `FLAG_OUTPUT` when the trace
+    /// shows it is an output (read, yet its memory never freed nor passed on).
     pub fn scheduled_graph(&self, buffers: &[BufferSpec]) -> Result<TraceGraph, String> {
         let mut ctx = Ctx::new();
         let mut graph = Graph::new();
@@ -444,7 +446,11 @@ impl Trace {
             let op = op_of(&n.op)?;
             // with pipeline parallelism the scheduler's input copies are leafs and nodes at once
             if op == Op::None && n.srcs.is_empty() && n.memory == NodeMemory::Elsewhere {
-                if let Some(&id) = by_name.get(n.name.as_str()).and_then(|ids| ids.last()) {
+                let same = |id: &&TensorId| {
+                    let t = ctx.t(**id);
+                    t.ne == n.ne && t.ty.name().eq_ignore_ascii_case(&n.ty) && !graph.nodes.contains(id)
+                };
+                if let Some(&id) = by_name.get(n.name.as_str()).and_then(|ids| ids.iter().find(same)) {
                     graph.nodes.push(id);
                     node_buffer.push(n.buffer);
                     continue;
@@ -458,15 +464,25 @@ impl Trace {
                 NodeMemory::Allocated(a) => a.flags,
                 _ => FLAG_COMPUTE,
             };
-            if matches!(n.name.as_str(), "result_norm" | "result_output" | "result_embd_pooled" | "h_nextn") {
-                t.flags |= FLAG_OUTPUT;
-            }
             by_name.entry(&n.name).or_default().push(id);
             graph.nodes.push(id);
             node_buffer.push(n.buffer);
         }
         // then the sources, in graph order
-        let freed_after = self.freed_after(&ctx, &graph);
+        let (freed_after, passed_on) = self.freed_after(&ctx, &graph);
+        // a node reused in place has no flags printed: it is an output (never freed, llama.cpp's
+        // `ggml_set_output` in `llm_graph_result::set_outputs`, llama-graph.cpp:1396-1435) when
+        // it has readers and its memory was neither freed nor passed on
+        for (i, (n, &id)) in self.nodes.iter().zip(&graph.nodes).enumerate() {
+            let read = self.nodes[i + 1..].iter().any(|m| m.srcs.contains(&n.name));
+            if matches!(n.memory, NodeMemory::InPlace(_))
+                && read
+                && freed_after[id.index()].is_none()
+                && !passed_on[id.index()]
+            {
+                ctx.t_mut(id).flags |= FLAG_OUTPUT;
+            }
+        }
         let first_node = TensorId(self.inputs.len() as u32);
         let mut consumed = vec![false; ctx.tensors.len()];
         let mut view_of: Vec<Option<TensorId>> = vec![None; ctx.tensors.len()];
@@ -509,16 +525,13 @@ impl Trace {
                     last_read.iter().rev().find(unread).or(last_read.last())
                 };
                 let pick = pick.or(before.last()).or(ids.iter().find(|&&c| c > id)).copied();
-                let pick = match pick {
-                    Some(p) => p,
-                    None => {
-                        let r = ctx.new_resident(s, GgmlType::F32, &[1], n.buffer);
-                        ids.push(r);
-                        consumed.push(false);
-                        view_of.push(None);
-                        r
-                    }
-                };
+                let pick = pick.unwrap_or_else(|| {
+                    let r = ctx.new_resident(s, GgmlType::F32, &[1], n.buffer);
+                    ids.push(r);
+                    consumed.push(false);
+                    view_of.push(None);
+                    r
+                });
                 consumed[pick.index()] = true;
                 src[j] = Some(pick);
             }
@@ -583,9 +596,9 @@ fn fit_strides(ctx: &mut Ctx, id: TensorId, buffer: &BufferSpec, size: u64) {
         // nbytes = row + Σ_{1≤d<d0} (ne[d]-1)·nb[d] + m·Σ_{d≥d0} (ne[d]-1)·Π_{d0≤e<d} ne[e]
         let fixed: u64 = (1..d0).map(|d| (ne[d] - 1) * t.nb[d]).sum::<u64>() + row.min(t.nbytes());
         let (mut per_m, mut span) = (0u64, 1u64);
-        for d in d0..4 {
-            per_m += (ne[d] - 1) * span;
-            span *= ne[d];
+        for &n in &ne[d0..4] {
+            per_m += (n - 1) * span;
+            span *= n;
         }
         let Some(room) = size.checked_sub(pad + fixed) else { continue };
         let m = room / per_m;
