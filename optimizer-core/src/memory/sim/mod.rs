@@ -20,7 +20,7 @@ pub mod trace;
 use crate::memory::sim::build::{LlmGraph, Ubatch};
 use crate::memory::{Location, ResolvedContext, ResolvedPlacement, Runner};
 use crate::model::{Architecture, ModelDescription};
-use crate::settings::ServerSettings;
+use crate::settings::{ServerSettings, SplitMode};
 use crate::units::Bytes;
 
 /// Why the simulator gives no size for a configuration (the caller falls back to the phase model).
@@ -96,19 +96,84 @@ pub fn build_graph<'a>(
     Ok(g)
 }
 
-/// llama.cpp's compute buffer per device for `model` under `settings`, as `runner` reserves them:
-/// every reservation's graph built, scheduled and allocated, each buffer's size the largest
-/// reservation's (`ggml_gallocr` only grows a buffer). Devices in placement order, then the host.
-pub fn simulate(
+/// A GPU as the simulation needs it: what its CUDA buffer type asks of a tensor depends on the
+/// device's compute capability (flash attention's F16 scratch, ggml-cuda.cu:903-919).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimGpu {
+    /// `ggml_cuda_info().devices[i].cc`, e.g. 890 for an RTX 4090, 1200 for an RTX 5070 Ti.
+    pub compute_capability: u32,
+}
+
+/// llama.cpp's scheduler for `placement` (src/llama-context.cpp:405-461, 643): the model's GPUs,
+/// then the CPU; pipeline parallelism as llama.cpp decides it; the graph callback's pins kept by
+/// llama-server's `ggml_backend_sched_reserve`, dropped by the dry run's `reserve_size`.
+pub fn sched_config(
     model: &ModelDescription,
     settings: &ServerSettings,
     context: &ResolvedContext,
     placement: &ResolvedPlacement,
     runner: Runner,
-) -> Result<Vec<DeviceCompute>, NotCovered> {
-    for ubatch in reservations(context, runner) {
-        build_graph(model, settings, context, placement, ubatch)?;
+) -> sched::SchedConfig {
+    let n_gpus = placement.devices.len();
+    let pipeline = sched::pipeline_parallel(
+        n_gpus,
+        placement.n_gpu_layers,
+        model.n_layer_all,
+        settings.split_mode == SplitMode::Layer,
+        context.kv_offload,
+        !settings.overrides.is_empty(),
+    );
+    let mut cfg = sched::SchedConfig::llama(n_gpus, settings.op_offload, pipeline);
+    for (b, &gpu) in placement.devices.iter().enumerate() {
+        cfg.backends[b] = sched::BackendKind::Cuda(gpu);
     }
-    // the scheduler (sched.rs) and the graph allocator (alloc.rs) are ported by their own helpers
-    Err(NotCovered::Missing("backend scheduler and graph allocator"))
+    cfg.keep_pins = runner == Runner::LlamaServer;
+    cfg
+}
+
+/// One reservation's graph built and scheduled: what the graph allocator is given.
+pub struct ScheduledGraph<'a> {
+    /// The graph as built (its arena holds the scheduler's copies too).
+    pub graph: LlmGraph<'a>,
+    /// The scheduler's graph copy, with each node's and leaf's backend.
+    pub scheduled: sched::Scheduled,
+}
+
+/// Builds and schedules the graph of `ubatch` (`graph_reserve` up to the allocator,
+/// src/llama-context.cpp:2526-2575).
+pub fn schedule_graph<'a>(
+    model: &'a ModelDescription,
+    settings: &'a ServerSettings,
+    context: &'a ResolvedContext,
+    placement: &'a ResolvedPlacement,
+    ubatch: Ubatch,
+    cfg: &sched::SchedConfig,
+) -> Result<ScheduledGraph<'a>, NotCovered> {
+    let mut graph = build_graph(model, settings, context, placement, ubatch)?;
+    let gf = std::mem::take(&mut graph.gf);
+    let scheduled =
+        sched::schedule(&mut graph.ctx, &gf, cfg).map_err(|e| NotCovered::Rejected(e.to_string()))?;
+    graph.gf = gf;
+    Ok(ScheduledGraph { graph, scheduled })
+}
+
+/// llama.cpp's compute buffer per device for `model` under `settings`, as `runner` reserves them:
+/// every reservation's graph built, scheduled and allocated, each buffer's size the largest
+/// reservation's (`ggml_gallocr` only grows a buffer). Devices in placement order, then the host.
+/// `gpus` is indexed like [`Location::Gpu`].
+pub fn simulate(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    context: &ResolvedContext,
+    placement: &ResolvedPlacement,
+    gpus: &[SimGpu],
+    runner: Runner,
+) -> Result<Vec<DeviceCompute>, NotCovered> {
+    let cfg = sched_config(model, settings, context, placement, runner);
+    let _ = gpus;
+    for ubatch in reservations(context, runner) {
+        schedule_graph(model, settings, context, placement, ubatch, &cfg)?;
+    }
+    // the graph allocator (alloc.rs) is ported by its own helper
+    Err(NotCovered::Missing("graph allocator"))
 }

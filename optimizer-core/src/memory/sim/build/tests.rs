@@ -13,6 +13,15 @@ use crate::model::ModelDescription;
 use crate::settings::ServerSettings;
 use crate::units::Bytes;
 
+/// `ggml_type_name`: `q4_K`, `q8_0`, `f16`.
+fn ggml_type_name(ty: crate::gguf::GgmlType) -> String {
+    let lower = ty.name().to_ascii_lowercase();
+    match lower.strip_suffix("_k") {
+        Some(stem) => format!("{stem}_K"),
+        None => lower,
+    }
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -103,7 +112,7 @@ fn sim_nodes(row_argv: &[String], key: &str, gpus: usize) -> Vec<Node> {
             let t = g.ctx.t(id);
             Node {
                 op: t.op.desc().to_owned(),
-                ty: t.ty.name().to_ascii_lowercase(),
+                ty: ggml_type_name(t.ty),
                 ne: t.ne,
                 name: t.name.clone(),
                 src: t.src.iter().flatten().map(|&s| g.ctx.t(s).name.clone()).collect(),
@@ -123,6 +132,52 @@ fn first_difference(sim: &[Node], trace: &[Node]) -> Option<String> {
         }
     }
     (sim.len() != trace.len()).then(|| format!("{} nodes simulated, {} traced", sim.len(), trace.len()))
+}
+
+/// A committed subset (fixtures/ground-truth/traces/nodes/*.full.nodes, written by subset_full.py):
+/// the first part of the graph, then its end from `resume` on, of `count` nodes in all.
+struct Subset {
+    count: usize,
+    resume: usize,
+    nodes: Vec<Node>,
+}
+
+fn subset(id: &str) -> (Subset, Vec<String>, usize) {
+    let dir = repo_root().join("fixtures/ground-truth/traces/nodes");
+    let text = std::fs::read_to_string(dir.join(format!("{id}.full.nodes"))).unwrap();
+    let header = |key: &str| -> usize {
+        let line = text.lines().find_map(|l| l.strip_prefix(key)).unwrap();
+        line.trim().parse().unwrap()
+    };
+    let (count, resume) = (header("@@count"), header("@@resume"));
+    let row: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{id}.json"))).unwrap()).unwrap();
+    let argv: Vec<String> =
+        row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let gpus = row["gpus"].as_u64().unwrap() as usize;
+    (Subset { count, resume, nodes: trace_nodes(&text) }, argv, gpus)
+}
+
+/// llama and qwen3 graphs against llama.cpp's: flash attention off (F16 cache, transposed V) and on
+/// (F16 and Q8_0 caches with their Hadamard rotations), one GPU and two, layers on the CPU, and four
+/// streams (`-np 4`); every node's op, type, shape, name and sources, inputs included.
+#[test]
+fn committed_traces_match_node_for_node() {
+    let mut failures = Vec::new();
+    for id in ["l8b-v01", "l8b-v03", "l8b-t01", "q8b-v01", "q8b-t02"] {
+        let (sub, argv, gpus) = subset(id);
+        let sim = sim_nodes(&argv, &id[..3], gpus);
+        assert_eq!(sim.len(), sub.count, "{id}: nodes");
+        let first = sub.nodes.len() - (sub.count - sub.resume);
+        let mut expected: Vec<Node> = sub.nodes[..first].to_vec();
+        let mut got: Vec<Node> = sim[..first].to_vec();
+        expected.extend_from_slice(&sub.nodes[first..]);
+        got.extend_from_slice(&sim[sub.resume..]);
+        if let Some(d) = first_difference(&got, &expected) {
+            failures.push(format!("{id}: {d}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
@@ -153,4 +208,91 @@ fn local_traces_match() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every `@@N` line of a trace's first reservation as `buffer op type ne…|name|src;…`.
+fn trace_lines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen_r = 0;
+    for line in text.lines() {
+        if line.starts_with("@@R") {
+            seen_r += 1;
+            if seen_r > 1 {
+                break;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("@@N ") {
+            out.push(rest.split_once(' ').unwrap().1.to_owned());
+        }
+    }
+    out
+}
+
+fn scheduled_lines(row_argv: &[String], key: &str, gpus: usize) -> Vec<String> {
+    let m = model(key);
+    let settings = ServerSettings::from_args(row_argv).unwrap();
+    let free = [("CUDA0", 23_557u64), ("CUDA1", 14_477)];
+    let gpus: Vec<GpuAtLoad> =
+        free.iter().take(gpus).map(|&(n, mib)| GpuAtLoad::new(n, Bytes::from_mib(mib))).collect();
+    let p = Predictor::new(&m).predict_as(&settings, &gpus, Runner::FitParamsDryRun).unwrap();
+    let runner = Runner::FitParamsDryRun;
+    let ub = crate::memory::sim::reservations(&p.context, runner)[0];
+    let cfg = crate::memory::sim::sched_config(&m, &settings, &p.context, &p.placement, runner);
+    let sg = crate::memory::sim::schedule_graph(&m, &settings, &p.context, &p.placement, ub, &cfg).unwrap();
+    let (ctx, s) = (&sg.graph.ctx, &sg.scheduled);
+    s.graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let t = ctx.t(id);
+            let src: Vec<&str> = t.src.iter().flatten().map(|&x| ctx.t(x).name.as_str()).collect();
+            format!(
+                "{} {} {} {} {} {} {}|{}|{}",
+                s.node_backend[i],
+                t.op.desc(),
+                ggml_type_name(t.ty),
+                t.ne[0],
+                t.ne[1],
+                t.ne[2],
+                t.ne[3],
+                t.name,
+                src.join(";")
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "reads the unpacked traces under /tmp/tr"]
+fn local_traces_schedule() {
+    let mut failures = Vec::new();
+    let dir = std::path::Path::new("/tmp/tr/state");
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("l8b-") || n.starts_with("q8b-"))
+        .map(|n| n.trim_end_matches(".log").to_owned())
+        .collect();
+    ids.sort();
+    for id in &ids {
+        let row: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
+                .unwrap();
+        let argv: Vec<String> =
+            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let gpus = row["gpus"].as_u64().unwrap() as usize;
+        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+        let trace = trace_lines(&text);
+        let sim = scheduled_lines(&argv, &id[..3], gpus);
+        let first = sim.iter().zip(&trace).position(|(a, b)| a != b);
+        match first {
+            Some(i) => failures.push(format!("{id}: line {i}\n  sim:   {}\n  trace: {}", sim[i], trace[i])),
+            None if sim.len() != trace.len() => {
+                failures.push(format!("{id}: {} vs {} lines", sim.len(), trace.len()))
+            }
+            None => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
