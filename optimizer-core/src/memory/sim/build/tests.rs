@@ -289,7 +289,7 @@ fn local_traces_schedule() {
         match first {
             Some(i) => failures.push(format!("{id}: line {i}\n  sim:   {}\n  trace: {}", sim[i], trace[i])),
             None if sim.len() != trace.len() => {
-                failures.push(format!("{id}: {} vs {} lines", sim.len(), trace.len()))
+                failures.push(format!("{id}: {} vs {} lines", sim.len(), trace.len()));
             }
             None => {}
         }
