@@ -78,7 +78,28 @@ pub enum ComputeEstimate {
     },
 }
 
+/// The phase of an estimate the graph-level simulation ([`crate::memory::sim`]) made: the whole graph.
+pub const SIMULATED_PHASE: &str = "the whole graph, simulated";
+
 impl ComputeEstimate {
+    /// A compute buffer of `bytes` from the graph-level simulation: llama.cpp's graph built node for
+    /// node, scheduled and allocated as ggml does.
+    pub fn simulated(bytes: Bytes) -> ComputeEstimate {
+        ComputeEstimate::Estimated {
+            phase: SIMULATED_PHASE.to_owned(),
+            parts: vec![ComputePart {
+                what: "llama.cpp's compute graph, scheduled and allocated as ggml does".to_owned(),
+                bytes,
+                basis: ComputeBasis::Exact,
+            }],
+        }
+    }
+
+    /// Whether the graph-level simulation made this estimate.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self, ComputeEstimate::Estimated { phase, .. } if phase == SIMULATED_PHASE)
+    }
+
     /// The estimate, or `None` when not modelled.
     pub fn bytes(&self) -> Option<Bytes> {
         match self {

@@ -39,7 +39,7 @@ mod weights;
 
 use serde::Serialize;
 
-pub use compute::{ComputeBasis, ComputeEstimate, ComputePart, compute_buffer};
+pub use compute::{ComputeBasis, ComputeEstimate, ComputePart, SIMULATED_PHASE, compute_buffer};
 pub use context::{LLAMA_MAX_SEQ, ResolvedContext};
 pub use error::{MemoryError, RegexConstruct};
 pub use host::{HostMemory, HostWeightsBuffer, MappedSpan, PromptCacheBudget};
@@ -307,12 +307,22 @@ pub enum Runner {
 pub struct Predictor<'m> {
     model: &'m ModelDescription,
     patterns: overrides::PatternMatches,
+    simulate: bool,
 }
 
 impl<'m> Predictor<'m> {
     /// A predictor for `model`.
     pub fn new(model: &'m ModelDescription) -> Predictor<'m> {
-        Predictor { model, patterns: overrides::PatternMatches::default() }
+        Predictor { model, patterns: overrides::PatternMatches::default(), simulate: true }
+    }
+
+    /// This predictor with the graph-level simulation of compute buffers ([`sim`]) on (the default)
+    /// or off. Off, every compute buffer comes from the phase model (`compute`), as for an
+    /// architecture the simulation does not cover: for comparisons of the two.
+    #[must_use]
+    pub fn with_simulation(mut self, on: bool) -> Predictor<'m> {
+        self.simulate = on;
+        self
     }
 
     /// The model.
@@ -355,6 +365,20 @@ impl<'m> Predictor<'m> {
         buffers.extend(recurrent.buffers.iter().cloned());
         buffers.push(output.buffer());
 
+        // Compute buffers: the graph-level simulation where it covers the architecture and the
+        // configuration, else the phase model.
+        let simulated = if self.simulate {
+            sim::simulate(model, settings, &context, &placement, runner).ok()
+        } else {
+            None
+        };
+        let compute_at = |loc: Location| {
+            simulated.as_ref().and_then(|s| s.iter().find(|d| d.location == loc)).map_or_else(
+                || compute_buffer(model, settings, &context, &placement, loc),
+                |d| ComputeEstimate::simulated(d.bytes),
+            )
+        };
+
         // The model devices in llama.cpp's order, then other GPUs an override put weights on.
         let mut order: Vec<Location> = placement.devices.iter().map(|&i| Location::Gpu(i)).collect();
         for (i, _) in gpus.iter().enumerate() {
@@ -371,13 +395,13 @@ impl<'m> Predictor<'m> {
                 weights: weights.per_location.at(loc),
                 kv_cache: kv.per_location.at(loc),
                 recurrent_state: recurrent.per_location.at(loc),
-                compute: compute_buffer(model, settings, &context, &placement, loc),
+                compute: compute_at(loc),
                 output_buffer: Bytes::ZERO,
                 beyond_breakdown: Some(overhead(&context)),
             })
             .collect();
 
-        let host_compute = compute_buffer(model, settings, &context, &placement, Location::Host);
+        let host_compute = compute_at(Location::Host);
         let host = host::host_memory(settings, &weights, &kv, &recurrent, &output, host_compute);
         devices.push(DeviceMemory {
             location: Location::Host,
