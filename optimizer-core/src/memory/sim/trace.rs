@@ -309,6 +309,20 @@ impl Trace {
         Ok(t)
     }
 
+    /// Reads every reservation of a log: a dry run reserves once, llama-server up to three
+    /// times per context (prompt, token generation, prompt again: llama-context.cpp:640-740).
+    pub fn parse_all(text: &str) -> Result<Vec<Trace>, TraceError> {
+        let starts: Vec<usize> = text
+            .match_indices("@@R ")
+            .map(|(i, _)| i)
+            .filter(|&i| i == 0 || text.as_bytes()[i - 1] == b'\n')
+            .collect();
+        if starts.is_empty() {
+            return Err(TraceError::NoReservation);
+        }
+        starts.iter().map(|&i| Trace::parse(&text[i..])).collect()
+    }
+
     /// The nodes of the graph llama.cpp built, before the scheduler: the scheduler's nodes (all of
     /// op `NONE`: the input copies `BACKEND#name#k` and the `name (view)` dependencies feeding
     /// them) removed, and sources renamed back from their copies (`CUDA0#inp_pos#0` → `inp_pos`).
@@ -419,7 +433,8 @@ impl Trace {
     /// (`ggml_*_inplace`: `ggml_view_tensor` of `src[0]`; the scheduler's `name (view)`
     /// dependencies are such `NONE` views). Strides are contiguous (the trace has none), except
     /// for the scheduler's copies of views (`ggml_dup_tensor_layout` keeps the view's strides):
-    /// their strides are set to give the traced size. Flags come from the `@@A` lines; a node
+    /// their strides are set to give the traced size (a copy of one row shows no stride, so there
+    /// they stay contiguous). Flags come from the `@@A` lines; a node
     /// reused in place has none printed: it gets `FLAG_COMPUTE`, and `FLAG_OUTPUT` when the trace
     /// shows it is an output (read, yet its memory never freed nor passed on).
     pub fn scheduled_graph(&self, buffers: &[BufferSpec]) -> Result<TraceGraph, String> {
@@ -741,6 +756,14 @@ noise
     }
 
     #[test]
+    fn reads_every_reservation() {
+        let two = format!("{SAMPLE}{SAMPLE}");
+        let all = Trace::parse_all(&two).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], Trace::parse(SAMPLE).unwrap());
+    }
+
+    #[test]
     fn rejects_a_bad_line() {
         assert_eq!(Trace::parse("x"), Err(TraceError::NoReservation));
         assert!(matches!(Trace::parse("@@R 1 1 1\n@@A 0 0|x"), Err(TraceError::BadLine { line: 2, .. })));
@@ -756,7 +779,8 @@ noise
 
     /// Every traced row of /tmp/tr/state/logs (fixtures/ground-truth/traces/*.tar.xz unpacked).
     pub(crate) fn traced_logs() -> Vec<(String, String)> {
-        let dir = std::path::Path::new("/tmp/tr/state/logs");
+        let dir = std::env::var("SPLITPLAN_TRACE_LOGS").unwrap_or_else(|_| "/tmp/tr/state/logs".to_owned());
+        let dir = std::path::Path::new(&dir);
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).expect("unpack fixtures/ground-truth/traces/*.tar.xz into /tmp/tr") {
             let p = e.unwrap().path();
