@@ -59,6 +59,8 @@ struct Compared {
     phase: String,
     /// The largest shortfall `memory::uncalibrated` warns of for this row's configuration.
     warned: Option<Bytes>,
+    /// What the phase model (`Predictor::with_simulation(false)`) predicts for the same buffer, MiB.
+    phase_model: f64,
 }
 
 impl Compared {
@@ -68,17 +70,37 @@ impl Compared {
     fn within(&self) -> bool {
         self.err().abs() <= 32f64.max(0.03 * self.measured)
     }
+    fn phase_model_within(&self) -> bool {
+        (self.phase_model - self.measured).abs() <= 32f64.max(0.03 * self.measured)
+    }
 }
 
 fn gpus(free: &[(&str, u64)]) -> Vec<GpuAtLoad> {
     free.iter().map(|&(name, mib)| GpuAtLoad::new(name, Bytes::from_mib(mib))).collect()
 }
 
-fn predict(row: &Row, argv: &[String], gpus: &[GpuAtLoad], runner: Runner) -> MemoryPrediction {
+/// The prediction of `row` (with the graph-level simulation where it covers the row) and the phase
+/// model's alone, for the comparison in docs/accuracy-rows.md.
+fn predict(
+    row: &Row,
+    argv: &[String],
+    gpus: &[GpuAtLoad],
+    runner: Runner,
+) -> (MemoryPrediction, MemoryPrediction) {
     let settings = ServerSettings::from_args(argv).unwrap_or_else(|e| panic!("{}: settings: {e}", row.id));
-    Predictor::new(models::model(&row.model))
-        .predict_as(&settings, gpus, runner)
-        .unwrap_or_else(|e| panic!("{}: predict: {e}", row.id))
+    let model = models::model(&row.model);
+    let run = |simulate: bool| {
+        Predictor::new(model)
+            .with_simulation(simulate)
+            .predict_as(&settings, gpus, runner)
+            .unwrap_or_else(|e| panic!("{}: predict: {e}", row.id))
+    };
+    (run(true), run(false))
+}
+
+fn phase_model_mib(p: &MemoryPrediction, device: &str, floor: bool) -> f64 {
+    let b = compute_of(p, device).map_or(Bytes::ZERO, |(b, _)| b);
+    if floor { b.mib_floor() as f64 } else { b.get() as f64 / MIB as f64 }
 }
 
 fn warned(row: &Row, argv: &[String], p: &MemoryPrediction) -> Option<Bytes> {
@@ -134,11 +156,12 @@ fn failed_compute(row: &Row) -> Option<Compared> {
     let (device, size) = (oom.device.clone()?, oom.requested?);
     let free: Vec<(&str, u64)> =
         launch.model_devices.iter().map(|d| (d.name.as_str(), d.free.mib_floor())).collect();
-    let p = predict(row, &row.argv, &gpus(&free), Runner::LlamaServer);
+    let (p, pm) = predict(row, &row.argv, &gpus(&free), Runner::LlamaServer);
     let (bytes, phase) = compute_of(&p, &device)?;
     Some(Compared {
         id: row.id.clone(),
         dry: false,
+        phase_model: phase_model_mib(&pm, &device, false),
         device,
         predicted: bytes.get() as f64 / MIB as f64,
         measured: size.get() as f64 / MIB as f64,
@@ -160,7 +183,7 @@ fn compare_all() -> Vec<Compared> {
         match row.kind.as_str() {
             "dry" => {
                 let free: Vec<(&str, u64)> = DRY_RUN_FREE_MIB.iter().copied().take(row.gpus).collect();
-                let p = predict(row, &row.argv, &gpus(&free), Runner::FitParamsDryRun);
+                let (p, pm) = predict(row, &row.argv, &gpus(&free), Runner::FitParamsDryRun);
                 let warned = warned(row, &row.argv, &p);
                 if std::env::var("SPLITPLAN_SHOW_ROWS")
                     .is_ok_and(|v| v.split(',').any(|r| row.id.ends_with(&format!("/{r}"))))
@@ -177,6 +200,7 @@ fn compare_all() -> Vec<Compared> {
                         measured: d.compute_mib as f64,
                         phase,
                         warned,
+                        phase_model: phase_model_mib(&pm, &d.name, true),
                     });
                 }
             }
@@ -201,7 +225,7 @@ fn compare_all() -> Vec<Compared> {
                 }
                 let free: Vec<(&str, u64)> =
                     launch.model_devices.iter().map(|d| (d.name.as_str(), d.free.mib_floor())).collect();
-                let p = predict(row, &argv, &gpus(&free), Runner::LlamaServer);
+                let (p, pm) = predict(row, &argv, &gpus(&free), Runner::LlamaServer);
                 let warned = warned(row, &argv, &p);
                 for b in launch.buffers.iter().filter(|b| b.kind == LoggedKind::Compute) {
                     let name = if b.buffer == "CUDA_Host" { "Host" } else { b.buffer.as_str() };
@@ -214,6 +238,7 @@ fn compare_all() -> Vec<Compared> {
                         measured: b.size.get() as f64 / MIB as f64,
                         phase,
                         warned,
+                        phase_model: phase_model_mib(&pm, name, false),
                     });
                 }
             }
@@ -257,14 +282,24 @@ fn render(all: &[Compared]) -> String {
         ("Host", Box::new(|c| c.device == "Host")),
         ("GPUs, held out (none since the last change)", Box::new(|c| held_out(c) && c.device != "Host")),
     ];
-    md.push_str("| rows | n | within | median abs err | p95 abs err | worst under | worst over |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str(
+        "| rows | n | within | median abs err | p95 abs err | worst under | worst over | phase model alone: within | \
+         its worst under |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for (name, f) in &groups {
         let sel: Vec<&Compared> = all.iter().filter(|c| f(c)).collect();
         let (n, w, med, p95, under, over) = stats(&sel);
-        let _ = writeln!(md, "| {name} | {n} | {w:.1} % | {med:.1} | {p95:.1} | {under:+.1} | {over:+.1} |");
+        let pm_within =
+            sel.iter().filter(|c| c.phase_model_within()).count() as f64 * 100.0 / n.max(1) as f64;
+        let pm_under = sel.iter().map(|c| c.phase_model - c.measured).fold(0.0, f64::min);
+        let _ = writeln!(
+            md,
+            "| {name} | {n} | {w:.1} % | {med:.1} | {p95:.1} | {under:+.1} | {over:+.1} | {pm_within:.1} % | {pm_under:+.1} |"
+        );
     }
     md.push_str(
-        "\n| row | device | phase | predicted | llama.cpp | error | |\n|---|---|---|---:|---:|---:|---|\n",
+        "\n| row | device | phase | predicted | llama.cpp | error | | phase model alone |\n\
+         |---|---|---|---:|---:|---:|---|---:|\n",
     );
     for c in all {
         let flag = if c.within() {
@@ -276,14 +311,15 @@ fn render(all: &[Compared]) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.2} | {:+.2} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:+.2} | {} | {:.2} |",
             c.id,
             c.device,
             c.phase,
             c.predicted,
             c.measured,
             c.err(),
-            flag
+            flag,
+            c.phase_model
         );
     }
     md

@@ -65,12 +65,28 @@ pub struct GpuAtLoad {
     /// Free memory at load. The default `--tensor-split` is proportional to it
     /// (llama-model.cpp:1559-1576).
     pub free: Bytes,
+    /// The CUDA compute capability (890 for an RTX 4090, 1200 for an RTX 5070 Ti), when known: which
+    /// flash-attention kernel llama.cpp picks, and so the scratch its output asks for, depends on it
+    /// (fattn.cu:722-756). Unknown, the simulation takes [`DEFAULT_COMPUTE_CAPABILITY`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<u32>,
 }
+
+/// The compute capability the graph-level simulation assumes for a GPU whose is unknown: the H200's
+/// (9.0) of the ground truth.
+pub const DEFAULT_COMPUTE_CAPABILITY: u32 = 900;
 
 impl GpuAtLoad {
     /// A GPU named `name` with `free` bytes free.
     pub fn new(name: impl Into<String>, free: Bytes) -> GpuAtLoad {
-        GpuAtLoad { name: name.into(), free }
+        GpuAtLoad { name: name.into(), free, compute_capability: None }
+    }
+
+    /// This GPU with its CUDA compute capability (major × 100 + minor × 10, e.g. 890).
+    #[must_use]
+    pub fn with_compute_capability(mut self, cc: u32) -> GpuAtLoad {
+        self.compute_capability = Some(cc);
+        self
     }
 }
 
@@ -368,7 +384,13 @@ impl<'m> Predictor<'m> {
         // Compute buffers: the graph-level simulation where it covers the architecture and the
         // configuration, else the phase model.
         let simulated = if self.simulate {
-            sim::simulate(model, settings, &context, &placement, runner).ok()
+            let sim_gpus: Vec<sim::SimGpu> = gpus
+                .iter()
+                .map(|g| sim::SimGpu {
+                    compute_capability: g.compute_capability.unwrap_or(DEFAULT_COMPUTE_CAPABILITY),
+                })
+                .collect();
+            sim::simulate(model, settings, &context, &placement, &sim_gpus, runner).ok()
         } else {
             None
         };
