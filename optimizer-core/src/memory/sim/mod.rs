@@ -12,6 +12,7 @@
 
 pub mod alloc;
 pub mod build;
+pub mod cuda_opt;
 pub mod ggml;
 pub mod sched;
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! specially).
 
 use crate::gguf::GgmlType;
+use crate::memory::sim::cuda_opt;
 use crate::memory::sim::ggml::{
     Ctx, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, Tensor, TensorId, Unary,
 };
@@ -338,6 +339,8 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
     }
     let n_copies = cfg.n_copies.max(1);
     let n_tensors = ctx.tensors.len();
+    // the graph's use counts, from before the sources are redirected to the split inputs' copies
+    let use_counts = if cfg.cuda_fusion { cuda_opt::use_counts(ctx, graph) } else { Vec::new() };
     let mut s = Sched {
         cfg,
         // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
@@ -578,7 +581,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
     let mut alloc_deps: Vec<(TensorId, Vec<TensorId>)> = Vec::new();
     for sp in &splits {
         if cfg.cuda_fusion && matches!(cfg.backends[sp.backend], BackendKind::Cuda(_)) {
-            let deps = cuda_graph_optimize(ctx, &mut nodes[sp.i_start..sp.i_end]);
+            let deps = cuda_opt::graph_optimize(ctx, &use_counts, &mut nodes[sp.i_start..sp.i_end]);
             for (tensor, until) in deps {
                 match alloc_deps.iter_mut().find(|(u, _)| *u == until) {
                     Some((_, keep)) => {
@@ -923,13 +926,6 @@ fn offload_op(cfg: &SchedConfig, b: usize, t: &Tensor) -> bool {
         _ => nrows(t),
     };
     batch >= cfg.op_offload_min_batch
-}
-
-/// The CUDA backend's `graph_optimize` (ggml-cuda.cu:4604-4700) on one split's nodes: the fusions
-/// it will run later ask the allocator to keep their inputs alive until their last node. Returns
-/// `(tensor, until)` pairs in the order CUDA adds them.
-fn cuda_graph_optimize(_ctx: &Ctx, _nodes: &mut [TensorId]) -> Vec<(TensorId, TensorId)> {
-    Vec::new()
 }
 
 #[cfg(test)]
