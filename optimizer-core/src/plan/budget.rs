@@ -134,7 +134,11 @@ impl<'m> Evaluator<'m> {
             .map(|(g, &f)| memory::GpuAtLoad::new(g.backend_name(), f))
             .collect();
         Evaluator {
-            predictor: Predictor::new(model),
+            // The planner predicts hundreds of configurations per plan: it keeps the phase model's
+            // compute buffers (tens of microseconds each) until the
+            // graph-level simulation (tens of milliseconds a configuration today) reuses its graphs
+            // across the planner's placements. `splitplan memory` and the accuracy tests simulate.
+            predictor: Predictor::new(model).with_simulation(false),
             gpus,
             free,
             compute,
