@@ -9,6 +9,7 @@ mod support;
 
 use std::path::PathBuf;
 
+use optimizer_core::memory::sim::alloc::{self, BufferSpec};
 use optimizer_core::memory::sim::build::{self, LlmGraph, Ubatch};
 use optimizer_core::memory::sim::sched::{self, SchedConfig};
 use optimizer_core::memory::{GpuAtLoad, Predictor, Runner};
@@ -74,12 +75,30 @@ fn compare(dir: &std::path::Path, id: &str) -> Result<usize, String> {
         row["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
     let n_gpus = usize::try_from(row["gpus"].as_u64().unwrap()).unwrap();
     let trace = trace_lines(&std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap());
-    let ours = scheduled(row["model"].as_str().unwrap(), &argv, n_gpus)?;
-    first_difference(ours, trace)
+    let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+    let (ours, sizes) = scheduled(row["model"].as_str().unwrap(), &argv, n_gpus)?;
+    let n = first_difference(ours, trace)?;
+    // `@@M` of the first reservation, when the allocator is asked too (SPLITPLAN_BYTES=1)
+    if std::env::var("SPLITPLAN_BYTES").is_ok() {
+        let want: Vec<u64> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("@@R "))
+            .skip(1)
+            .take_while(|l| !l.starts_with("@@R "))
+            .filter_map(|l| l.strip_prefix("@@M "))
+            .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        if want != sizes {
+            return Err(format!("@@M: ours {sizes:?}, llama.cpp {want:?}"));
+        }
+    }
+    Ok(n)
 }
 
 /// The scheduled graph of the builder's dry-run graph of model `key` under `argv` on `n_gpus`.
-fn scheduled(key: &str, argv: &[String], n_gpus: usize) -> Result<Vec<Line>, String> {
+/// With each buffer's size as the graph allocator reserves it (CUDA devices of compute capability
+/// 9.0, the H200s of the traces).
+fn scheduled(key: &str, argv: &[String], n_gpus: usize) -> Result<(Vec<Line>, Vec<u64>), String> {
     let model = models::model(key);
     let settings = ServerSettings::from_args(argv).unwrap();
     let gpus: Vec<GpuAtLoad> = DRY_RUN_FREE_MIB
@@ -128,7 +147,16 @@ fn scheduled(key: &str, argv: &[String], n_gpus: usize) -> Result<Vec<Line>, Str
             )
         })
         .collect();
-    Ok(ours)
+    let mut buffers: Vec<BufferSpec> = (0..n_gpus.min(p.placement.devices.len()))
+        .map(|i| BufferSpec::cuda(p.placement.devices[i], 900))
+        .collect();
+    buffers.push(BufferSpec::host(if buffers.is_empty() { "CPU" } else { "CUDA_Host" }));
+    let sizes = alloc::reserve(ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    Ok((ours, sizes))
 }
 
 /// Compares `ours` with `trace` (as the environment asks, see below); the node count or the first
@@ -244,7 +272,7 @@ fn fusion_dependencies_of_committed_moe_rows() {
     assert_eq!(rows.len(), 6);
     for (id, gpus, model, argv, deps) in rows {
         assert!(deps.len() >= 36, "{id}: {} dependency nodes", deps.len());
-        let ours = fusion_deps(&scheduled(&model, &argv, gpus).unwrap());
+        let ours = fusion_deps(&scheduled(&model, &argv, gpus).unwrap().0);
         assert_eq!(ours.len(), deps.len(), "{id}");
         for (a, b) in ours.iter().zip(&deps) {
             assert_eq!(a, b, "{id}");
