@@ -12,9 +12,9 @@
 use crate::memory::sim::build::LlmGraph;
 use crate::memory::sim::build::ffn::{FfnGate, FfnOp, FfnWeights, GatingFunc, MoeFfn};
 use crate::memory::sim::build::recurrent::{RsInput, build_rs, build_rs_inp};
+use crate::memory::sim::build::{AttnInput, NormType};
 use crate::memory::sim::ggml::{TensorId, Unary};
 use crate::model::SsmParams;
-use standin::{AttnInput, NormType};
 
 /// The DeltaNet sizes `build_layer_attn_linear` derives from the hyperparameters
 /// (src/models/qwen3next.cpp:392-399).
@@ -56,22 +56,22 @@ pub fn build(g: &mut LlmGraph<'_>) {
     let dn = Dn::new(&ssm);
     let n_layer = g.model.n_layer_all - g.model.n_nextn;
 
-    let mut inp_l = standin::build_inp_embd(g);
+    let mut inp_l = g.build_inp_embd();
     g.cb(inp_l, "model.embed_tokens", -1);
 
     // build_inp_mem_hybrid (src/llama-graph.cpp:3719-3728): the recurrent input, then the attention one
     let mut inp_rs = build_rs_inp(g);
-    let inp_attn = standin::build_attn_inp_kv(g);
+    let inp_attn = g.build_attn_inp_kv();
 
-    let inp_pos = standin::build_inp_pos(g);
-    let inp_out_ids = standin::build_inp_out_ids(g);
+    let inp_pos = g.build_inp_pos();
+    let inp_out_ids = g.build_inp_out_ids();
 
     for il in 0..n_layer {
         let ili = il as i32;
         let inp_sa = inp_l;
 
         let attn_norm = g.layer_weight(il, "attn_norm.weight");
-        let mut cur = standin::build_norm(g, inp_l, attn_norm, None, NormType::Rms, ili);
+        let mut cur = g.build_norm(inp_l, attn_norm, None, NormType::Rms, ili);
         g.cb(cur, "attn_norm", ili);
         g.expand(cur);
 
@@ -87,7 +87,7 @@ pub fn build(g: &mut LlmGraph<'_>) {
 
         let ffn_residual = cur;
         let post_norm = g.layer_weight(il, "post_attention_norm.weight");
-        let attn_post_norm = standin::build_norm(g, cur, post_norm, None, NormType::Rms, ili);
+        let attn_post_norm = g.build_norm(cur, post_norm, None, NormType::Rms, ili);
         g.cb(attn_post_norm, "attn_post_norm", ili);
 
         cur = build_layer_ffn(g, attn_post_norm, il);
@@ -102,7 +102,7 @@ pub fn build(g: &mut LlmGraph<'_>) {
     }
 
     let output_norm = g.weight("output_norm.weight");
-    let mut cur = standin::build_norm(g, inp_l, output_norm, None, NormType::Rms, -1);
+    let mut cur = g.build_norm(inp_l, output_norm, None, NormType::Rms, -1);
     g.cb(cur, "h_nextn", -1);
 
     cur = g.ctx.get_rows(cur, inp_out_ids);
@@ -161,11 +161,11 @@ fn build_layer_attn(
     let v_cur = g.ctx.reshape(v_cur, &[n_embd_head, n_head_kv, n_tokens]);
 
     let q_norm = g.layer_weight(il, "attn_q_norm.weight");
-    let q_cur = standin::build_norm(g, q_cur, q_norm, None, NormType::Rms, ili);
+    let q_cur = g.build_norm(q_cur, q_norm, None, NormType::Rms, ili);
     g.cb(q_cur, "Qcur_normed", ili);
 
     let k_norm = g.layer_weight(il, "attn_k_norm.weight");
-    let k_cur = standin::build_norm(g, k_cur, k_norm, None, NormType::Rms, ili);
+    let k_cur = g.build_norm(k_cur, k_norm, None, NormType::Rms, ili);
     g.cb(k_cur, "Kcur_normed", ili);
 
     let q_cur = g.ctx.rope(q_cur, inp_pos, None);
@@ -174,7 +174,7 @@ fn build_layer_attn(
     g.cb(k_cur, "Kcur", ili);
     g.cb(v_cur, "Vcur", ili);
 
-    let mut cur = standin::build_attn(g, inp, None, None, q_cur, k_cur, v_cur, None, None, il);
+    let mut cur = g.build_attn(inp, None, None, q_cur, k_cur, v_cur, None, None, il);
     g.cb(cur, "attn_pregate", ili);
 
     // TODO upstream: CUDA lacks non-contiguous unary ops, hence the cont
@@ -399,7 +399,7 @@ fn build_layer_attn_linear(
 
     // build_norm_gated (src/models/qwen3next.cpp:247-256)
     let ssm_norm = g.layer_weight(il, "ssm_norm.weight");
-    let normalized = standin::build_norm(g, output, ssm_norm, None, NormType::Rms, ili);
+    let normalized = g.build_norm(output, ssm_norm, None, NormType::Rms, ili);
     let gated_silu = g.ctx.unary(z_2d, Unary::Silu);
     let attn_out_norm = g.ctx.mul(normalized, gated_silu);
 
@@ -617,112 +617,6 @@ fn build_layer_ffn(g: &mut LlmGraph<'_>, cur: TensorId, il: usize) -> TensorId {
     out
 }
 
-/// Stand-ins for the builder core's inputs, norm and attention (src/llama-graph.cpp) until they
-/// land on main: the inputs and the norm as llama.cpp builds them for this model; attention as one
-/// placeholder node, which the node test skips.
-mod standin {
-    use crate::gguf::GgmlType;
-    use crate::memory::sim::build::LlmGraph;
-    use crate::memory::sim::ggml::{Op, TensorId};
-
-    /// `llm_norm_type`.
-    pub enum NormType {
-        /// `LLM_NORM_RMS`.
-        Rms,
-    }
-
-    /// `llm_graph_input_attn_kv` (a placeholder).
-    pub struct AttnInput;
-
-    /// `build_inp_embd` (src/llama-graph.cpp:2413-2538) for a token reservation.
-    pub fn build_inp_embd(g: &mut LlmGraph<'_>) -> TensorId {
-        let n_embd = i64::from(g.model.n_embd);
-        let n_tokens = g.ubatch.n_tokens;
-        let input = |g: &mut LlmGraph<'_>, ty: GgmlType, ne: &[i64], name: &str| {
-            let t = g.ctx.new_tensor(ty, ne);
-            g.cb(t, name, -1);
-            g.ctx.set_input(t);
-            t
-        };
-        let tokens = input(g, GgmlType::I32, &[n_tokens], "inp_tokens");
-        let embd = input(g, GgmlType::F32, &[n_embd, n_tokens], "inp_embd");
-        let Some(tok_embd) = g.weight("token_embd.weight") else {
-            g.ctx.check(false, |_| "qwen3next: no token_embd.weight".to_owned());
-            return embd;
-        };
-        let tok = g.ctx.get_rows(tok_embd, tokens);
-        let mixed_tokens = input(g, GgmlType::I32, &[n_tokens], "inp_mixed_tokens");
-        let mixed_slots = input(g, GgmlType::I64, &[n_tokens], "inp_mixed_slots");
-        let mixed_embd = input(g, GgmlType::F32, &[n_embd, n_tokens], "inp_mixed_embd");
-        let ne = g.ctx.ne(mixed_embd);
-        let dup = g.ctx.op(Op::Dup, GgmlType::F32, ne, &[Some(mixed_embd)]);
-        let rows = g.ctx.get_rows(tok_embd, mixed_tokens);
-        let mixed = g.ctx.set_rows(dup, rows, mixed_slots);
-        for t in [tok, embd, mixed] {
-            g.expand(t);
-        }
-        g.cb(tok, "embd", -1);
-        g.expand(tok);
-        tok
-    }
-
-    /// `build_attn_inp_kv` (placeholder).
-    pub fn build_attn_inp_kv(_g: &mut LlmGraph<'_>) -> AttnInput {
-        AttnInput
-    }
-
-    /// `build_inp_pos` (src/llama-graph.cpp:2540-2552).
-    pub fn build_inp_pos(g: &mut LlmGraph<'_>) -> TensorId {
-        let t = g.ctx.new_tensor(GgmlType::I32, &[g.ubatch.n_tokens]);
-        g.ctx.set_input(t);
-        g.cb(t, "inp_pos", -1);
-        t
-    }
-
-    /// `build_inp_out_ids` (src/llama-graph.cpp:2569-2589).
-    pub fn build_inp_out_ids(g: &mut LlmGraph<'_>) -> TensorId {
-        let t = g.ctx.new_tensor(GgmlType::I32, &[g.ubatch.n_outputs]);
-        g.ctx.set_input(t);
-        g.ctx.set_name(t, "out_ids");
-        t
-    }
-
-    /// `build_norm` (src/llama-graph.cpp:1634-1668) for `LLM_NORM_RMS` without a bias.
-    pub fn build_norm(
-        g: &mut LlmGraph<'_>,
-        cur: TensorId,
-        mw: Option<TensorId>,
-        _mb: Option<TensorId>,
-        _ty: NormType,
-        il: i32,
-    ) -> TensorId {
-        let mut cur = g.ctx.rms_norm(cur);
-        if let Some(w) = mw {
-            g.cb(cur, "norm", il);
-            cur = g.ctx.mul(cur, w);
-        }
-        cur
-    }
-
-    /// `build_attn` (placeholder: one node of the output's shape).
-    #[allow(clippy::too_many_arguments)] // llama.cpp's signature
-    pub fn build_attn(
-        g: &mut LlmGraph<'_>,
-        _inp: &AttnInput,
-        _wo: Option<TensorId>,
-        _wo_b: Option<TensorId>,
-        q: TensorId,
-        _k: TensorId,
-        _v: TensorId,
-        _kq_b: Option<TensorId>,
-        _sinks: Option<TensorId>,
-        _il: usize,
-    ) -> TensorId {
-        let ne = g.ctx.ne(q);
-        g.ctx.op(Op::FlashAttnExt, GgmlType::F32, [ne[0] * ne[1], ne[2], 1, 1], &[Some(q)])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,11 +753,8 @@ mod tests {
     fn compare_row(model: &ModelDescription, tf: &TraceFile) -> Result<usize, String> {
         let row = &tf.row;
         let got = with_graph(model, tf, |g| g.ctx.error.clone().map_or_else(|| Ok(sim_nodes(g)), Err));
-        let mut got = got.map_err(|e| format!("{row}: {e}"))?;
-        let mut want = unrotate_shexp(trace_nodes(&tf.text));
-        // attention is a stand-in until the builder core's build_attn lands
-        want = skip_attn(want);
-        got = skip_attn(got);
+        let got = got.map_err(|e| format!("{row}: {e}"))?;
+        let want = unrotate_shexp(trace_nodes(&tf.text));
         for (i, (w, s)) in want.iter().zip(&got).enumerate() {
             if w != s {
                 let lo = i.saturating_sub(3);
@@ -887,19 +778,6 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
-    /// `node_123` → `node_#` anywhere in a name.
-    fn strip_node_numbers(name: &str) -> String {
-        let mut out = String::new();
-        let mut rest = name;
-        while let Some(p) = rest.find("node_") {
-            out.push_str(&rest[..p + 5]);
-            rest = rest[p + 5..].trim_start_matches(|c: char| c.is_ascii_digit());
-            out.push('#');
-        }
-        out.push_str(rest);
-        out
-    }
-
     /// Undoes the CUDA backend's `graph_optimize` rotation of a shared expert's gate, up and GLU next
     /// to the routed experts' (ggml-cuda.cu:4626-4645): the three nodes go back before `ffn_shexp-il`.
     fn unrotate_shexp(mut nodes: Vec<Sig>) -> Vec<Sig> {
@@ -921,29 +799,6 @@ mod tests {
             i += 1;
         }
         nodes
-    }
-
-    /// Drops the attention layers' attention (after `attn_norm-il`, up to `attn_output-il`) and the
-    /// `node_N` names, for comparing while attention is a stand-in.
-    fn skip_attn(nodes: Vec<Sig>) -> Vec<Sig> {
-        let mut out = Vec::new();
-        let mut skipping: Option<String> = None;
-        for mut n in nodes {
-            if let Some(end) = &skipping {
-                if &n.3 == end {
-                    skipping = None;
-                }
-                continue;
-            }
-            if let Some(il) = n.3.strip_prefix("attn_norm-") {
-                if (il.parse::<usize>().unwrap() + 1) % 4 == 0 {
-                    skipping = Some(format!("attn_output-{il}"));
-                }
-            }
-            n.3 = strip_node_numbers(&n.3);
-            out.push(n);
-        }
-        out
     }
 
     /// Every q5 dry run of the unpacked traces (/tmp/tr, from fixtures/ground-truth/traces/*.tar.xz),
