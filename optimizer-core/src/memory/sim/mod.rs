@@ -86,6 +86,7 @@ pub fn build_graph<'a>(
         Architecture::Llama if model.n_expert == 0 => build::llama::build(&mut g),
         Architecture::Qwen3 => build::qwen3::build(&mut g),
         Architecture::GptOss => build::openai_moe::build(&mut g),
+        Architecture::Qwen3Next => build::qwen3next::build(&mut g),
         Architecture::Deepseek2 => {
             g.build_deepseek2().map_err(|e| NotCovered::Variant(e.to_string()))?;
         }
