@@ -172,10 +172,31 @@ pub fn simulate(
     runner: Runner,
 ) -> Result<Vec<DeviceCompute>, NotCovered> {
     let cfg = sched_config(model, settings, context, placement, runner);
-    let _ = gpus;
-    for ubatch in reservations(context, runner) {
-        schedule_graph(model, settings, context, placement, ubatch, &cfg)?;
+    let mut buffers = Vec::with_capacity(placement.devices.len() + 1);
+    for &gpu in &placement.devices {
+        let cc = gpus.get(gpu).ok_or(NotCovered::Missing("a compute capability for every model GPU"))?;
+        buffers.push(alloc::BufferSpec::cuda(gpu, cc.compute_capability));
     }
-    // the graph allocator (alloc.rs) is ported by its own helper
-    Err(NotCovered::Missing("graph allocator"))
+    // the CPU backend's buffer type: CUDA's pinned host memory when there are GPUs
+    // (src/llama-context.cpp:410-418)
+    buffers.push(alloc::BufferSpec::host(if placement.devices.is_empty() { "CPU" } else { "CUDA_Host" }));
+    let mut sizes = vec![Bytes::ZERO; buffers.len()];
+    for ubatch in reservations(context, runner) {
+        let sg = schedule_graph(model, settings, context, placement, ubatch, &cfg)?;
+        let s = &sg.scheduled;
+        let got = alloc::reserve(&sg.graph.ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
+            .map_err(|e| NotCovered::Rejected(e.to_string()))?;
+        // ggml_gallocr_reserve_n_impl grows a buffer, never shrinks it (ggml-alloc.c:903-925)
+        for (size, new) in sizes.iter_mut().zip(got) {
+            *size = (*size).max(new);
+        }
+    }
+    let mut out: Vec<DeviceCompute> = placement
+        .devices
+        .iter()
+        .zip(&sizes)
+        .map(|(&gpu, &bytes)| DeviceCompute { location: Location::Gpu(gpu), bytes })
+        .collect();
+    out.push(DeviceCompute { location: Location::Host, bytes: sizes.last().copied().unwrap_or(Bytes::ZERO) });
+    Ok(out)
 }

@@ -296,3 +296,82 @@ fn local_traces_schedule() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The RTX 4090 and RTX 5070 Ti of the ground truth (compute capabilities 8.9 and 12.0).
+const GT_GPUS: [crate::memory::sim::SimGpu; 2] = [
+    crate::memory::sim::SimGpu { compute_capability: 890 },
+    crate::memory::sim::SimGpu { compute_capability: 1200 },
+];
+
+/// The dry run's compute buffers, by buffer index (GPUs, then the host).
+fn simulated_sizes(row_argv: &[String], key: &str, gpus: usize) -> Vec<u64> {
+    let m = model(key);
+    let settings = ServerSettings::from_args(row_argv).unwrap();
+    let free = [("CUDA0", 23_557u64), ("CUDA1", 14_477)];
+    let free: Vec<GpuAtLoad> =
+        free.iter().take(gpus).map(|&(n, mib)| GpuAtLoad::new(n, Bytes::from_mib(mib))).collect();
+    let p = Predictor::new(&m).predict_as(&settings, &free, Runner::FitParamsDryRun).unwrap();
+    let sizes = crate::memory::sim::simulate(
+        &m,
+        &settings,
+        &p.context,
+        &p.placement,
+        &GT_GPUS,
+        Runner::FitParamsDryRun,
+    )
+    .unwrap();
+    sizes.iter().map(|d| d.bytes.get()).collect()
+}
+
+/// The trace's `@@M buffer bytes` lines of its first reservation (buffers without a line are 0).
+fn traced_sizes(text: &str, n: usize) -> Vec<u64> {
+    let mut out = vec![0; n];
+    for line in text.lines().skip_while(|l| !l.starts_with("@@M")).take_while(|l| l.starts_with("@@M")) {
+        let mut it = line.split(' ').skip(1);
+        let (b, bytes): (usize, u64) =
+            (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap());
+        out[b] = bytes;
+    }
+    out
+}
+
+/// llama-fit-params' compute buffers to the byte, on the committed rows.
+#[test]
+fn committed_dry_runs_are_byte_exact() {
+    let dir = repo_root().join("fixtures/ground-truth/traces/nodes");
+    for id in ["l8b-v01", "l8b-v03", "l8b-t01", "q8b-v01", "q8b-t02"] {
+        let (_, argv, gpus) = subset(id);
+        let text = std::fs::read_to_string(dir.join(format!("{id}.full.nodes"))).unwrap();
+        let sim = simulated_sizes(&argv, &id[..3], gpus);
+        assert_eq!(sim, traced_sizes(&text, sim.len()), "{id}");
+    }
+}
+
+#[test]
+#[ignore = "reads the unpacked traces under /tmp/tr"]
+fn local_traces_byte_exact() {
+    let dir = std::path::Path::new("/tmp/tr/state");
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("l8b-") || n.starts_with("q8b-"))
+        .map(|n| n.trim_end_matches(".log").to_owned())
+        .collect();
+    ids.sort();
+    let mut failures = Vec::new();
+    for id in &ids {
+        let row: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
+                .unwrap();
+        let argv: Vec<String> =
+            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let gpus = row["gpus"].as_u64().unwrap() as usize;
+        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+        let sim = simulated_sizes(&argv, &id[..3], gpus);
+        let traced = traced_sizes(&text, sim.len());
+        if sim != traced {
+            failures.push(format!("{id}: simulated {sim:?}, traced {traced:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {}:\n{}", failures.len(), ids.len(), failures.join("\n"));
+}
