@@ -397,8 +397,13 @@ impl LlmGraph<'_> {
         let mut cur = self.build_norm_rms(inp_l, output_norm, -1);
         self.cb(cur, "h_nextn", -1);
         self.cb(cur, "result_norm", -1);
+        // res->t_h_nextn and res->t_embd, outputs (llm_graph_result::set_outputs,
+        // llama-graph.cpp:1396-1408)
+        self.ctx.set_output(cur);
         cur = self.ctx.mul_mat(output, cur);
         self.cb(cur, "result_output", -1);
+        // res->t_logits
+        self.ctx.set_output(cur);
         self.expand(cur);
         Ok(cur)
     }

@@ -104,15 +104,21 @@ pub fn build(g: &mut LlmGraph<'_>) {
     let output_norm = g.weight("output_norm.weight");
     let mut cur = g.build_norm(inp_l, output_norm, None, NormType::Rms, -1);
     g.cb(cur, "h_nextn", -1);
+    // res->t_h_nextn, an output (llm_graph_result::set_outputs, llama-graph.cpp:1406-1408)
+    g.ctx.set_output(cur);
 
     cur = g.ctx.get_rows(cur, inp_out_ids);
     g.cb(cur, "result_norm", -1);
+    // res->t_embd (llama-graph.cpp:1400-1402)
+    g.ctx.set_output(cur);
 
     let output = g.weight("output.weight").or_else(|| g.weight("token_embd.weight"));
     if let Some(output) = output {
         cur = g.build_lora_mm(output, cur, None);
     }
     g.cb(cur, "result_output", -1);
+    // res->t_logits (llama-graph.cpp:1397-1399)
+    g.ctx.set_output(cur);
     g.expand(cur);
 }
 
