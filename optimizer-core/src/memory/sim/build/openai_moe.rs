@@ -3,12 +3,11 @@
 //! on Q, K, V and the output, a post-attention norm, and a MoE FFN with a biased router, softmax over
 //! the selected experts' logits, biased experts and the clamped SwiGLU of `LLM_FFN_SWIGLU_OAI_MOE`.
 //!
-//! Written against the builder core's inputs and attention (`build_inp_embd`, `build_attn_inp_kv_iswa`,
-//! `build_qkv`, `build_attn` with sinks); it joins the module tree (`pub mod openai_moe;` and
-//! `Architecture::GptOss => build::openai_moe::build(&mut g)` in `sim::build_graph`) when those land.
-//! With them it matched all 24 traced gpt-oss dry runs node for node (order, op, type, shape, name,
-//! sources), from the first node to `result_output`; fixtures/ground-truth/traces/nodes/oss-*.nodes
-//! are committed subsets (layers 0-1 and 35) for the unit test.
+//! Over the builder core's inputs and attention (`build_inp_embd`, `build_attn_inp_kv_iswa`,
+//! `build_qkv`, `build_attn` with sinks) and ffn.rs's `build_moe_ffn`: node for node (order, op,
+//! type, shape, name, sources) with all 24 traced gpt-oss dry runs from the first node to
+//! `result_output` (build/tests.rs; fixtures/ground-truth/traces/nodes/oss-*.full.nodes are the
+//! committed subsets, layers 0-1 and 35).
 
 use super::ffn::{FfnOp, GatingFunc, MoeFfn};
 use super::{LlmGraph, NormType};
