@@ -10,10 +10,9 @@ mod support;
 use std::path::PathBuf;
 
 use optimizer_core::memory::sim::alloc::{self, BufferSpec};
-use optimizer_core::memory::sim::build::{self, LlmGraph, Ubatch};
+use optimizer_core::memory::sim::build::Ubatch;
 use optimizer_core::memory::sim::sched::{self, SchedConfig};
 use optimizer_core::memory::{GpuAtLoad, Predictor, Runner};
-use optimizer_core::model::Architecture;
 use optimizer_core::settings::ServerSettings;
 use optimizer_core::units::Bytes;
 use serde_json::Value;
@@ -108,14 +107,8 @@ fn scheduled(key: &str, argv: &[String], n_gpus: usize) -> Result<(Vec<Line>, Ve
         .collect();
     let p = Predictor::new(model).predict_as(&settings, &gpus, Runner::FitParamsDryRun).unwrap();
     let ub: Ubatch = optimizer_core::memory::sim::reservations(&p.context, Runner::FitParamsDryRun)[0];
-    let mut g = if model.architecture == Architecture::Qwen3Next {
-        let mut g = LlmGraph::new(model, &settings, &p.context, &p.placement, ub);
-        build::qwen3next::build(&mut g);
-        g
-    } else {
-        optimizer_core::memory::sim::build_graph(model, &settings, &p.context, &p.placement, ub)
-            .map_err(|e| e.to_string())?
-    };
+    let mut g = optimizer_core::memory::sim::build_graph(model, &settings, &p.context, &p.placement, ub)
+        .map_err(|e| e.to_string())?;
     let placement = &p.placement;
     let pipeline = sched::pipeline_parallel(
         placement.devices.len(),

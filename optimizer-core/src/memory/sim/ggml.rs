@@ -578,9 +578,10 @@ impl Ctx {
         self.unary_like(Op::Scale, a, true)
     }
 
-    /// `ggml_clamp` (always a view of `a`: ggml's clamp is in place).
+    /// `ggml_clamp` (ggml.c:4119-4142): a new tensor of `a`'s shape (`ggml_clamp_inplace` is the
+    /// view).
     pub fn clamp(&mut self, a: TensorId) -> TensorId {
-        self.unary_like(Op::Clamp, a, true)
+        self.unary_like(Op::Clamp, a, false)
     }
 
     /// `ggml_rms_norm`.
