@@ -77,8 +77,8 @@ fn compare(dir: &std::path::Path, id: &str) -> Result<usize, String> {
     let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
     let (ours, sizes) = scheduled(row["model"].as_str().unwrap(), &argv, n_gpus)?;
     let n = first_difference(ours, trace)?;
-    // `@@M` of the first reservation, when the allocator is asked too (SPLITPLAN_BYTES=1)
-    if std::env::var("SPLITPLAN_BYTES").is_ok() {
+    // `@@M` of the first reservation: each buffer's size to the byte
+    {
         let want: Vec<u64> = text
             .lines()
             .skip_while(|l| !l.starts_with("@@R "))
@@ -208,19 +208,19 @@ fn first_difference(ours: Vec<Line>, trace: Vec<Line>) -> Result<usize, String> 
     Ok(ours.len())
 }
 
-/// The MoE rows of /tmp/tr (`SPLITPLAN_TRACES`; `SPLITPLAN_ROWS` picks some), node for node.
+/// Every traced dry run of /tmp/tr (`SPLITPLAN_TRACES`; `SPLITPLAN_ROWS` picks some) built,
+/// scheduled and allocated: node for node and `@@M` to the byte (96 of 96 rows when written).
 #[test]
 #[ignore = "reads the unpacked traces under /tmp/tr"]
-fn moe_rows_schedule_like_llama_cpp() {
+fn traced_rows_schedule_and_allocate_like_llama_cpp() {
     let dir = PathBuf::from(std::env::var("SPLITPLAN_TRACES").unwrap_or_else(|_| "/tmp/tr/state".to_owned()));
     let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log").map(str::to_owned))
         .collect();
     ids.sort();
-    match std::env::var("SPLITPLAN_ROWS") {
-        Ok(only) => ids.retain(|id| only.split(',').any(|o| o == id)),
-        Err(_) => ids.retain(|id| !id.starts_with("l8b") && !id.starts_with("q8b")),
+    if let Ok(only) = std::env::var("SPLITPLAN_ROWS") {
+        ids.retain(|id| only.split(',').any(|o| o == id));
     }
     let mut failed = Vec::new();
     for id in &ids {
@@ -234,13 +234,15 @@ fn moe_rows_schedule_like_llama_cpp() {
     assert!(failed.is_empty(), "{report}");
 }
 
-/// A committed row: id, GPUs, model, argv, its dependency nodes as [`fusion_deps`] names them.
-type CommittedRow = (String, usize, String, Vec<String>, Vec<Line>);
+/// A committed row: id, GPUs, model, argv, its dependency nodes as [`fusion_deps`] names them, and
+/// its compute buffers' sizes (`@@M`).
+type CommittedRow = (String, usize, String, Vec<String>, Vec<Line>, Vec<u64>);
 
 /// The fusion dependency nodes of six traced dry runs (two each of Qwen3-Coder-Next, GLM-4.7-Flash
 /// and gpt-oss-120b; fixtures/ground-truth/traces/fusion-deps.txt.gz), each after the same node,
 /// from the builders' graphs: the shared expert moved next to the routed experts, the top-k gating
-/// and the weighted sum of the experts kept alive until their last node.
+/// and the weighted sum of the experts kept alive until their last node; and each compute buffer
+/// to the byte.
 #[test]
 fn fusion_dependencies_of_committed_moe_rows() {
     use std::io::Read;
@@ -254,7 +256,9 @@ fn fusion_dependencies_of_committed_moe_rows() {
             let (id, gpus, model, argv) =
                 (f.next().unwrap(), f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
             let argv: Vec<String> = serde_json::from_str(argv).unwrap();
-            rows.push((id.to_owned(), gpus.parse().unwrap(), model.to_owned(), argv, Vec::new()));
+            rows.push((id.to_owned(), gpus.parse().unwrap(), model.to_owned(), argv, Vec::new(), Vec::new()));
+        } else if let Some(b) = line.strip_prefix("# bytes ") {
+            rows.last_mut().unwrap().5 = b.split(' ').map(|n| n.parse().unwrap()).collect();
         } else if !line.starts_with('#') {
             let (after, node) = line.split_once('\t').unwrap();
             let mut n = trace_lines(node).remove(0);
@@ -263,9 +267,11 @@ fn fusion_dependencies_of_committed_moe_rows() {
         }
     }
     assert_eq!(rows.len(), 6);
-    for (id, gpus, model, argv, deps) in rows {
+    for (id, gpus, model, argv, deps, bytes) in rows {
         assert!(deps.len() >= 36, "{id}: {} dependency nodes", deps.len());
-        let ours = fusion_deps(&scheduled(&model, &argv, gpus).unwrap().0);
+        let (lines, sizes) = scheduled(&model, &argv, gpus).unwrap();
+        assert_eq!(sizes, bytes, "{id}: compute buffers");
+        let ours = fusion_deps(&lines);
         assert_eq!(ours.len(), deps.len(), "{id}");
         for (a, b) in ours.iter().zip(&deps) {
             assert_eq!(a, b, "{id}");
