@@ -175,9 +175,17 @@ pub fn simulate(
     gpus: &[SimGpu],
     runner: Runner,
 ) -> Result<Vec<DeviceCompute>, NotCovered> {
-    // byte-exact against llama.cpp's traces: llama (dense) and qwen3; the others' graphs match node
-    // for node but their sizes are not checked yet
-    if !matches!(model.architecture, Architecture::Llama | Architecture::Qwen3) {
+    // the architectures whose graphs match llama.cpp's traces node for node and byte for byte (every
+    // traced dry run of llama, qwen3, qwen3next, gpt-oss and deepseek2) and whose measured rows it
+    // predicts (docs/accuracy.md)
+    if !matches!(
+        model.architecture,
+        Architecture::Llama
+            | Architecture::Qwen3
+            | Architecture::Qwen3Next
+            | Architecture::GptOss
+            | Architecture::Deepseek2
+    ) {
         return Err(NotCovered::Unvalidated(model.architecture.name().to_owned()));
     }
     let cfg = sched_config(model, settings, context, placement, runner);
