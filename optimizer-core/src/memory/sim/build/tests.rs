@@ -30,6 +30,7 @@ fn model(key: &str) -> ModelDescription {
     let (spec_key, quant) = match key {
         "l8b" => ("llama-3.1-8b", "Q4_K_M"),
         "q8b" => ("qwen3-8b", "Q4_K_M"),
+        "q5" => ("qwen3-coder-next", "UD-Q5_K_XL"),
         "oss" => ("gpt-oss-120b", "F16"),
         "glm" | "glm8" => ("glm-4.7-flash", "Q8_0"),
         "glm4" => ("glm-4.7-flash", "Q4_K_M"),
@@ -467,4 +468,49 @@ fn local_moe_traces_match() {
         ids.len(),
         failures.join("\n\n")
     );
+}
+
+/// The experts on the CPU, with and without `--no-op-offload`, on one GPU and on two, through
+/// `simulate`: the graph's outputs (`set_outputs`: the MTP hidden state `h_nextn` outlives
+/// `result_norm`, gpt-oss's last `l_out` its `get_rows`) and the clamped weight sum's own bytes
+/// decide where the logits land, hence the GPU buffer's size (these rows were 84 to 696 MiB under
+/// without them). llama-fit-params' `@@M` of the traced rows q5-v07, q5-w04, q5-h02 and oss-v01.
+#[test]
+fn cpu_experts_dry_runs_are_byte_exact() {
+    let rows: [(&str, &str, usize, &str, &[u64]); 4] = [
+        (
+            "q5-v07",
+            "q5",
+            1,
+            "-ngl 99 -ot exps=CPU -fa on -ctk q8_0 -ctv q8_0 -np 1 -c 65536 -b 2048 -ub 512 --no-op-offload",
+            &[416_026_752, 150_243_424],
+        ),
+        (
+            "q5-w04",
+            "q5",
+            1,
+            "-ngl 99 --cpu-moe -fa on -ctk f16 -ctv f16 -np 1 -c 49152 -b 4096 -ub 4096",
+            &[2_992_668_800, 537_034_784],
+        ),
+        (
+            "q5-h02",
+            "q5",
+            2,
+            "-ngl 99 -ot blk\\.([0-9]|1[0-6])\\.=CUDA0,blk\\.(1[7-9]|2[0-4])\\.=CUDA1,exps=CPU -fa on \
+             -ctk q8_0 -ctv q8_0 -np 1 -c 131072 -b 2048 -ub 1024 --no-op-offload",
+            &[654_618_752, 813_260_800, 434_428_000],
+        ),
+        (
+            "oss-v01",
+            "oss",
+            2,
+            "-ngl 99 -ot blk\\.([0-9]|10)\\.=CUDA0,blk\\.(1[1-4])\\.=CUDA1,exps=CPU -fa on \
+             -ctk q8_0 -ctv q8_0 -np 1 -c 65536 -b 2048 -ub 1024 --no-op-offload",
+            &[351_907_840, 953_434_112, 207_740_928],
+        ),
+    ];
+    for (id, key, gpus, argv, want) in rows {
+        let argv: Vec<String> = argv.split_whitespace().map(str::to_owned).collect();
+        assert_eq!(simulated_sizes(&argv, key, gpus), want, "{id}");
+    }
 }
