@@ -198,7 +198,14 @@ pub fn simulate(
     // (src/llama-context.cpp:410-418)
     buffers.push(alloc::BufferSpec::host(if placement.devices.is_empty() { "CPU" } else { "CUDA_Host" }));
     let mut sizes = vec![Bytes::ZERO; buffers.len()];
+    let mut done: Vec<Ubatch> = Vec::new();
     for ubatch in reservations(context, runner) {
+        // llama-server's third reservation is its first again: the same graph, so the same sizes, and
+        // buffers only grow; simulating it once is enough
+        if done.contains(&ubatch) {
+            continue;
+        }
+        done.push(ubatch);
         let sg = schedule_graph(model, settings, context, placement, ubatch, &cfg)?;
         let s = &sg.scheduled;
         let got = alloc::reserve(&sg.graph.ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
