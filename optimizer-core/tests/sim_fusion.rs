@@ -1,7 +1,7 @@
 //! The builders' graphs scheduled (`memory::sim::sched`, with the CUDA backend's `graph_optimize`
 //! of `memory::sim::cuda_opt`) against llama.cpp's own scheduled graphs: every `@@N` line of the
 //! allocation traces, the scheduler's split-input copies and the CUDA fusion dependency nodes
-//! included, in order, on the same buffers. Unlike sim_sched.rs, the graph is the builder's, so
+//! included, in order, on the same buffers. The graph is the builder's (not one rebuilt from the trace), so
 //! the fusion matchers see ggml's real strides, view offsets and use counts.
 
 #[allow(dead_code)] // this test reads the models only

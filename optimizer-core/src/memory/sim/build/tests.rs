@@ -188,22 +188,9 @@ fn committed_traces_match_node_for_node() {
 #[ignore = "reads the unpacked traces under /tmp/tr"]
 fn local_traces_match() {
     let mut failures = Vec::new();
-    let dir = std::path::Path::new("/tmp/tr/state");
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("l8b-") || n.starts_with("q8b-"))
-        .map(|n| n.trim_end_matches(".log").to_owned())
-        .collect();
-    ids.sort();
-    for id in &ids {
-        let row: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
-                .unwrap();
-        let argv: Vec<String> =
-            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let gpus = row["gpus"].as_u64().unwrap() as usize;
-        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+    let rows = local_rows(&["l8b-", "q8b-"]);
+    for (id, argv, gpus, text) in rows {
+        let id = &id;
         let trace = trace_nodes(&text);
         let sim = sim_nodes(&argv, &id[..3], gpus);
         assert!(trace.len() > 500, "{id}: only {} nodes traced", trace.len());
@@ -271,22 +258,9 @@ fn scheduled_lines(row_argv: &[String], key: &str, gpus: usize) -> Vec<String> {
 #[ignore = "reads the unpacked traces under /tmp/tr"]
 fn local_traces_schedule() {
     let mut failures = Vec::new();
-    let dir = std::path::Path::new("/tmp/tr/state");
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("l8b-") || n.starts_with("q8b-"))
-        .map(|n| n.trim_end_matches(".log").to_owned())
-        .collect();
-    ids.sort();
-    for id in &ids {
-        let row: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
-                .unwrap();
-        let argv: Vec<String> =
-            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let gpus = row["gpus"].as_u64().unwrap() as usize;
-        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+    let rows = local_rows(&["l8b-", "q8b-"]);
+    for (id, argv, gpus, text) in rows {
+        let id = &id;
         let trace = trace_lines(&text);
         let sim = scheduled_lines(&argv, &id[..3], gpus);
         let first = sim.iter().zip(&trace).position(|(a, b)| a != b);
@@ -354,30 +328,18 @@ fn committed_dry_runs_are_byte_exact() {
 #[test]
 #[ignore = "reads the unpacked traces under /tmp/tr"]
 fn local_traces_byte_exact() {
-    let dir = std::path::Path::new("/tmp/tr/state");
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("l8b-") || n.starts_with("q8b-"))
-        .map(|n| n.trim_end_matches(".log").to_owned())
-        .collect();
-    ids.sort();
     let mut failures = Vec::new();
-    for id in &ids {
-        let row: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
-                .unwrap();
-        let argv: Vec<String> =
-            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let gpus = row["gpus"].as_u64().unwrap() as usize;
-        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+    let rows = local_rows(&["l8b-", "q8b-"]);
+    let n_rows = rows.len();
+    for (id, argv, gpus, text) in rows {
+        let id = &id;
         let sim = simulated_sizes(&argv, &id[..3], gpus);
         let traced = traced_sizes(&text, sim.len());
         if sim != traced {
             failures.push(format!("{id}: simulated {sim:?}, traced {traced:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {}:\n{}", failures.len(), ids.len(), failures.join("\n"));
+    assert!(failures.is_empty(), "{} of {}:\n{}", failures.len(), n_rows, failures.join("\n"));
 }
 
 /// Undoes the CUDA backend's `graph_optimize` rotation of a shared expert's gate, up and GLU next
@@ -437,23 +399,11 @@ fn moe_graphs_match_committed_traces() {
 #[test]
 #[ignore = "reads the unpacked traces under /tmp/tr"]
 fn local_moe_traces_match() {
-    let dir = std::path::Path::new("/tmp/tr/state");
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("oss-") || n.starts_with("glm"))
-        .map(|n| n.trim_end_matches(".log").to_owned())
-        .collect();
-    ids.sort();
     let mut failures = Vec::new();
-    for id in &ids {
-        let row: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
-                .unwrap();
-        let argv: Vec<String> =
-            row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let gpus = row["gpus"].as_u64().unwrap() as usize;
-        let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+    let rows = local_rows(&["oss-", "glm"]);
+    let n_rows = rows.len();
+    for (id, argv, gpus, text) in rows {
+        let id = &id;
         let trace = unrotate_shexp(trace_nodes(&text));
         let sim = sim_nodes(&argv, model_key(id), gpus);
         assert!(trace.len() > 500, "{id}: only {} nodes traced", trace.len());
@@ -461,13 +411,7 @@ fn local_moe_traces_match() {
             failures.push(format!("{id}: {d}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows differ:\n{}",
-        failures.len(),
-        ids.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} rows differ:\n{}", failures.len(), n_rows, failures.join("\n\n"));
 }
 
 /// The experts on the CPU, with and without `--no-op-offload`, on one GPU and on two, through
@@ -513,4 +457,29 @@ fn cpu_experts_dry_runs_are_byte_exact() {
         let argv: Vec<String> = argv.split_whitespace().map(str::to_owned).collect();
         assert_eq!(simulated_sizes(&argv, key, gpus), want, "{id}");
     }
+}
+
+/// The rows under /tmp/tr/state whose ids start with one of `prefixes`, in id order: id, argv, GPU count and
+/// the trace log.
+fn local_rows(prefixes: &[&str]) -> Vec<(String, Vec<String>, usize, String)> {
+    let dir = std::path::Path::new("/tmp/tr/state");
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .map(|n| n.trim_end_matches(".log").to_owned())
+        .collect();
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let row: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(format!("rows/{id}.json"))).unwrap())
+                    .unwrap();
+            let argv: Vec<String> =
+                row["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            let gpus = row["gpus"].as_u64().unwrap() as usize;
+            let text = std::fs::read_to_string(dir.join(format!("logs/{id}.log"))).unwrap();
+            (id, argv, gpus, text)
+        })
+        .collect()
 }
