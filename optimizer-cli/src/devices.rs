@@ -25,6 +25,10 @@ pub fn read_nvml() -> Result<Vec<DetectedGpu>> {
                 uuid: d.uuid().unwrap_or_default(),
                 cores: d.num_cores().ok(),
                 max_sm_clock_mhz: d.max_clock_info(Clock::SM).ok(),
+                compute_capability: d.cuda_compute_capability().ok().and_then(|cc| {
+                    // ggml's encoding (ggml-cuda.cu:344).
+                    u32::try_from(100 * cc.major + 10 * cc.minor).ok().filter(|&cc| cc > 0)
+                }),
             })
         })
         .collect()

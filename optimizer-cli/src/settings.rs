@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
-use optimizer_core::memory::GpuAtLoad;
 use optimizer_core::plan::devices::{self, DeviceOrder, Hardware};
 use optimizer_core::plan::{ContextRequest, Pins, PlanOptions};
 use optimizer_core::profile;
@@ -398,9 +397,4 @@ pub fn plan_options(
         pins: target.pins.clone(),
         ..PlanOptions::default()
     })
-}
-
-/// The GPUs as llama.cpp sees them at load, for the memory model.
-pub fn gpus_at_load(hw: &Hardware) -> Vec<GpuAtLoad> {
-    hw.gpus.iter().enumerate().map(|(i, g)| GpuAtLoad::new(g.backend_name(), hw.free_at_load(i))).collect()
 }

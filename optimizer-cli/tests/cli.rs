@@ -175,10 +175,16 @@ fn gpus_by_free_memory() {
     assert_eq!(v["gpus"][0]["free_at_load"], 23_557 * 1024 * 1024_u64);
     assert_eq!(v["gpus"][1]["free_at_load"], 14_477 * 1024 * 1024_u64);
 
+    assert_eq!(v["gpus"][0]["compute_capability"], serde_json::Value::Null);
+
     let both = splitplan(&["gpus", "--json", "--gpu", "4090,5070ti", "--free", "23557,12760"]);
     let v: serde_json::Value = serde_json::from_str(&both.stdout).unwrap();
     assert_eq!(v["gpus"][1]["total"], 16_303 * 1024 * 1024_u64);
     assert_eq!(v["gpus"][1]["free_at_load"], 12_760 * 1024 * 1024_u64);
+    assert_eq!(
+        (&v["gpus"][0]["compute_capability"], &v["gpus"][1]["compute_capability"]),
+        (&890.into(), &1200.into())
+    );
 }
 
 #[test]
@@ -447,6 +453,44 @@ fn memory_does_not_warn_of_a_measured_configuration() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["uncalibrated"], serde_json::json!([]));
     assert!(v["devices"][0]["compute_mib"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn memory_takes_the_cards_compute_capability() {
+    // A 2-token micro-batch over a q8_0 cache: on Ampere (8.6) llama.cpp picks the MMA flash-attention
+    // kernel, which converts K and V to F16 in the compute buffer; from Ada (8.9) on, and at the 9.0
+    // assumed for a GPU given by size, the vector kernel reads q8_0 as it is (fattn.cu:649-658).
+    let compute = |gpu: &str| {
+        let run = splitplan(&[
+            "memory",
+            LLAMA,
+            "--json",
+            "--no-nvml",
+            "--gpu",
+            gpu,
+            "--",
+            "-c",
+            "8192",
+            "-np",
+            "1",
+            "-b",
+            "2",
+            "-ub",
+            "2",
+            "-fa",
+            "on",
+            "-ctk",
+            "q8_0",
+            "-ctv",
+            "q8_0",
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v["devices"][0]["compute_bytes"].as_u64().unwrap()
+    };
+    let by_size = compute("24576");
+    assert_eq!(compute("4090"), by_size);
+    assert!(compute("3090") > by_size + (16 << 20), "{} vs {by_size}", compute("3090"));
 }
 
 #[test]

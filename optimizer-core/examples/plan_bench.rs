@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use optimizer_core::gguf::{ReadOptions, open_model};
-use optimizer_core::memory::{GpuAtLoad, Predictor};
+use optimizer_core::memory::Predictor;
 use optimizer_core::model::ModelDescription;
 use optimizer_core::plan::{
     CUDA_CONTEXT_OVERHEAD, ContextRequest, Hardware, PlanOptions, context_steps_below, plan,
@@ -65,8 +65,7 @@ fn main() -> ExitCode {
     let Ok(hand) = ServerSettings::from_args(&profile.split(' ').collect::<Vec<_>>()) else {
         return ExitCode::FAILURE;
     };
-    let gpus: Vec<GpuAtLoad> =
-        (0..hw.gpus.len()).map(|i| GpuAtLoad::new(hw.gpus[i].backend_name(), hw.free_at_load(i))).collect();
+    let gpus = hw.gpus_at_load();
     let mut warm = Predictor::new(&model);
     let _ = warm.predict(&hand, &gpus);
     for (label, fresh) in [("predict (warm Predictor)", false), ("predict (fresh Predictor)", true)] {

@@ -40,7 +40,7 @@ pub fn run(args: &MemoryArgs, printer: &Printer) -> Result<Outcome> {
     for w in &model.warnings {
         printer.message(Level::Warning, &w.to_string());
     }
-    let prediction = memory::predict(&model, &target.settings, &settings::gpus_at_load(&machine.hardware))?;
+    let prediction = memory::predict(&model, &target.settings, &machine.hardware.gpus_at_load())?;
     let path = target.model.display().to_string();
     let mut report = MemoryReport::new(
         &prediction,

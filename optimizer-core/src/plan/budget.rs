@@ -127,12 +127,7 @@ impl<'m> Evaluator<'m> {
         host_reserve: Bytes,
     ) -> Evaluator<'m> {
         let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
-        let gpus = hardware
-            .gpus
-            .iter()
-            .zip(&free)
-            .map(|(g, &f)| memory::GpuAtLoad::new(g.backend_name(), f))
-            .collect();
+        let gpus = hardware.gpus_at_load();
         Evaluator {
             // The planner predicts hundreds of configurations per plan: it keeps the phase model's
             // compute buffers (tens of microseconds each) until the

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::GpuAtLoad;
 use crate::units::Bytes;
 
 /// What llama.cpp's own CUDA context (plus cuBLAS handles) takes before it reports free memory,
@@ -45,6 +46,10 @@ pub struct Gpu {
     /// NVML's free memory just now, when it was read (or given). It takes precedence over
     /// `total − used_by_others`.
     pub free_now: Option<Bytes>,
+    /// The CUDA compute capability as ggml encodes it, major × 100 + minor × 10 (890 for 8.9,
+    /// ggml-cuda.cu:344), when known: from the known card or from NVML. The memory model's
+    /// flash-attention scratch depends on it ([`crate::memory::GpuAtLoad::compute_capability`]).
+    pub compute_capability: Option<u32>,
 }
 
 impl Gpu {
@@ -84,6 +89,22 @@ impl Hardware {
         free.saturating_sub(self.cuda_context)
     }
 
+    /// The GPUs as llama.cpp sees them at load, for the memory model: each one's backend name,
+    /// [`Hardware::free_at_load`] and, when known, its compute capability.
+    pub fn gpus_at_load(&self) -> Vec<GpuAtLoad> {
+        self.gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let at_load = GpuAtLoad::new(g.backend_name(), self.free_at_load(i));
+                match g.compute_capability {
+                    Some(cc) => at_load.with_compute_capability(cc),
+                    None => at_load,
+                }
+            })
+            .collect()
+    }
+
     /// Sets each GPU's free memory from what llama.cpp reports at load (`--free`): `free_now`
     /// becomes that plus the CUDA context, so that [`Hardware::free_at_load`] gives back exactly
     /// `free[i]`. `free` must have one entry per GPU.
@@ -116,6 +137,7 @@ impl Hardware {
                 used_by_others: Bytes::ZERO,
                 bandwidth_gbs: None,
                 free_now: Some(f + cuda_context),
+                compute_capability: None,
             })
             .collect();
         Ok(Hardware::new(gpus).with_cuda_context(cuda_context))
@@ -248,6 +270,7 @@ impl HardwareConfig {
                 used_by_others,
                 bandwidth_gbs: g.bandwidth_gbs.or(card.map(|c| c.bandwidth_gbs)),
                 free_now: None,
+                compute_capability: card.map(|c| c.compute_capability),
             });
         }
         let mut hw = Hardware::new(gpus);
@@ -272,42 +295,53 @@ pub struct KnownCard {
     pub total_measured: bool,
     /// Memory bandwidth, GB/s, from the vendor's specification.
     pub bandwidth_gbs: f64,
+    /// The CUDA compute capability as ggml encodes it, major × 100 + minor × 10
+    /// (ggml-cuda.cu:344): 890 for the RTX 4090's 8.9.
+    pub compute_capability: u32,
 }
 
-const fn card(name: &'static str, total_mib: u64, total_measured: bool, bandwidth_gbs: f64) -> KnownCard {
-    KnownCard { name, total: Bytes::from_mib(total_mib), total_measured, bandwidth_gbs }
+const fn card(
+    name: &'static str,
+    total_mib: u64,
+    total_measured: bool,
+    bandwidth_gbs: f64,
+    compute_capability: u32,
+) -> KnownCard {
+    KnownCard { name, total: Bytes::from_mib(total_mib), total_measured, bandwidth_gbs, compute_capability }
 }
 
 /// The cards [`known_card`] recognises, with the spellings that name each (compared after
 /// [`normalize_card_name`]). Measured totals: the RTX 4090 and RTX 5070 Ti as the user's
 /// `nvidia-smi` reports them (BRIEF.md), the H200 as NVML reported it on the ground-truth machine
 /// (fixtures/ground-truth/data/2026-11-21-h200x2/rows/*.json, `total_mib`). Other totals are
-/// nominal (GB × 1024 MiB). Bandwidths are the vendors' specifications.
+/// nominal (GB × 1024 MiB). Bandwidths are the vendors' specifications; compute capabilities are
+/// NVIDIA's (CUDA GPUs list): 8.6 Ampere consumer and RTX A6000, 8.0 A100, 8.9 Ada, 9.0 Hopper,
+/// 12.0 Blackwell consumer and workstation.
 const KNOWN_CARDS: &[(&[&str], KnownCard)] = &[
-    (&["5090"], card("RTX 5090", 32_768, false, 1792.0)),
-    (&["5080"], card("RTX 5080", 16_384, false, 960.0)),
-    (&["5070ti"], card("RTX 5070 Ti", 16_303, true, 896.0)),
-    (&["5070"], card("RTX 5070", 12_288, false, 672.0)),
-    (&["5060ti"], card("RTX 5060 Ti 16GB", 16_384, false, 448.0)),
-    (&["4090"], card("RTX 4090", 24_564, true, 1008.0)),
-    (&["4080super"], card("RTX 4080 Super", 16_384, false, 736.0)),
-    (&["4080"], card("RTX 4080", 16_384, false, 716.8)),
-    (&["4070tisuper"], card("RTX 4070 Ti Super", 16_384, false, 672.0)),
-    (&["4070ti"], card("RTX 4070 Ti", 12_288, false, 504.0)),
-    (&["4060ti"], card("RTX 4060 Ti 16GB", 16_384, false, 288.0)),
-    (&["3090ti"], card("RTX 3090 Ti", 24_576, false, 1008.0)),
-    (&["3090"], card("RTX 3090", 24_576, false, 936.0)),
-    (&["3080ti"], card("RTX 3080 Ti", 12_288, false, 912.0)),
-    (&["3060"], card("RTX 3060 12GB", 12_288, false, 360.0)),
-    (&["a6000"], card("RTX A6000", 49_152, false, 768.0)),
-    (&["6000ada", "a6000ada"], card("RTX 6000 Ada", 49_152, false, 960.0)),
-    (&["pro6000", "pro6000blackwell"], card("RTX PRO 6000 Blackwell", 98_304, false, 1792.0)),
-    (&["l40s"], card("L40S", 49_152, false, 864.0)),
-    (&["a100", "a10080gb"], card("A100 80GB", 81_920, false, 2039.0)),
-    (&["a10040gb"], card("A100 40GB", 40_960, false, 1555.0)),
-    (&["h100", "h100sxm", "h10080gb"], card("H100 SXM 80GB", 81_920, false, 3350.0)),
-    (&["h100pcie"], card("H100 PCIe 80GB", 81_920, false, 2000.0)),
-    (&["h200", "h200sxm", "h200nvl"], card("H200", 143_771, true, 4800.0)),
+    (&["5090"], card("RTX 5090", 32_768, false, 1792.0, 1200)),
+    (&["5080"], card("RTX 5080", 16_384, false, 960.0, 1200)),
+    (&["5070ti"], card("RTX 5070 Ti", 16_303, true, 896.0, 1200)),
+    (&["5070"], card("RTX 5070", 12_288, false, 672.0, 1200)),
+    (&["5060ti"], card("RTX 5060 Ti 16GB", 16_384, false, 448.0, 1200)),
+    (&["4090"], card("RTX 4090", 24_564, true, 1008.0, 890)),
+    (&["4080super"], card("RTX 4080 Super", 16_384, false, 736.0, 890)),
+    (&["4080"], card("RTX 4080", 16_384, false, 716.8, 890)),
+    (&["4070tisuper"], card("RTX 4070 Ti Super", 16_384, false, 672.0, 890)),
+    (&["4070ti"], card("RTX 4070 Ti", 12_288, false, 504.0, 890)),
+    (&["4060ti"], card("RTX 4060 Ti 16GB", 16_384, false, 288.0, 890)),
+    (&["3090ti"], card("RTX 3090 Ti", 24_576, false, 1008.0, 860)),
+    (&["3090"], card("RTX 3090", 24_576, false, 936.0, 860)),
+    (&["3080ti"], card("RTX 3080 Ti", 12_288, false, 912.0, 860)),
+    (&["3060"], card("RTX 3060 12GB", 12_288, false, 360.0, 860)),
+    (&["a6000"], card("RTX A6000", 49_152, false, 768.0, 860)),
+    (&["6000ada", "a6000ada"], card("RTX 6000 Ada", 49_152, false, 960.0, 890)),
+    (&["pro6000", "pro6000blackwell"], card("RTX PRO 6000 Blackwell", 98_304, false, 1792.0, 1200)),
+    (&["l40s"], card("L40S", 49_152, false, 864.0, 890)),
+    (&["a100", "a10080gb"], card("A100 80GB", 81_920, false, 2039.0, 800)),
+    (&["a10040gb"], card("A100 40GB", 40_960, false, 1555.0, 800)),
+    (&["h100", "h100sxm", "h10080gb"], card("H100 SXM 80GB", 81_920, false, 3350.0, 900)),
+    (&["h100pcie"], card("H100 PCIe 80GB", 81_920, false, 2000.0, 900)),
+    (&["h200", "h200sxm", "h200nvl"], card("H200", 143_771, true, 4800.0, 900)),
 ];
 
 /// Every card [`known_card`] recognises, in table order.
@@ -363,13 +397,12 @@ pub fn parse_gpu_list(spec: &str) -> Result<Vec<Gpu>, DeviceError> {
                 return Err(bad("it is empty"));
             }
             let starts_numeric = what.starts_with(|c: char| c.is_ascii_digit());
-            let (name, total, bandwidth_gbs) = match (known_card(what), Bytes::parse_mib_default(what)) {
+            let card = known_card(what);
+            let (name, total) = match (card, Bytes::parse_mib_default(what)) {
                 // A bare number that is also a card name (`4090`, `3090`) means the card: a 4090 MiB
                 // GPU is not a thing anyone plans for.
-                (Some(c), _) => (c.name.to_owned(), c.total, Some(c.bandwidth_gbs)),
-                (None, Ok(total)) if total > Bytes::ZERO => {
-                    (format!("{} GPU", total.mib_floor()), total, None)
-                }
+                (Some(c), _) => (c.name.to_owned(), c.total),
+                (None, Ok(total)) if total > Bytes::ZERO => (format!("{} GPU", total.mib_floor()), total),
                 (None, Ok(_)) => return Err(bad("a GPU of 0 MiB")),
                 (None, Err(_)) if starts_numeric => {
                     return Err(bad("it is neither a size nor a known card"));
@@ -385,7 +418,15 @@ pub fn parse_gpu_list(spec: &str) -> Result<Vec<Gpu>, DeviceError> {
             if used_by_others > total {
                 return Err(DeviceError::UsedAboveTotal { gpu: index, used: used_by_others, total });
             }
-            Ok(Gpu { index, name, total, used_by_others, bandwidth_gbs, free_now: None })
+            Ok(Gpu {
+                index,
+                name,
+                total,
+                used_by_others,
+                bandwidth_gbs: card.map(|c| c.bandwidth_gbs),
+                free_now: None,
+                compute_capability: card.map(|c| c.compute_capability),
+            })
         })
         .collect()
 }
@@ -426,6 +467,9 @@ pub struct DetectedGpu {
     pub cores: Option<u32>,
     /// The highest SM clock in MHz, when NVML knows it.
     pub max_sm_clock_mhz: Option<u32>,
+    /// `nvmlDeviceGetCudaComputeCapability` as ggml encodes it, major × 100 + minor × 10
+    /// (ggml-cuda.cu:344), when NVML knows it.
+    pub compute_capability: Option<u32>,
 }
 
 /// How CUDA numbers the GPUs (`CUDA_DEVICE_ORDER`).
@@ -490,11 +534,14 @@ pub fn cuda_order(
 }
 
 impl DetectedGpu {
-    /// The GPU as CUDA device `index`, its bandwidth from [`known_card`].
+    /// The GPU as CUDA device `index`, its bandwidth from [`known_card`], its compute capability
+    /// NVML's (else the known card's).
     pub fn into_gpu(self, index: usize) -> Gpu {
+        let card = known_card(&self.name);
         Gpu {
             index,
-            bandwidth_gbs: known_card(&self.name).map(|c| c.bandwidth_gbs),
+            bandwidth_gbs: card.map(|c| c.bandwidth_gbs),
+            compute_capability: self.compute_capability.or(card.map(|c| c.compute_capability)),
             used_by_others: self.total.saturating_sub(self.free),
             free_now: Some(self.free),
             total: self.total,
@@ -626,6 +673,12 @@ mod tests {
         assert_eq!(hw.free_at_load(0), mib(24_564 - 524));
         assert_eq!(hw.free_at_load(1), mib(16_303 - 2_500 - 524));
         assert_eq!(hw.free_at_load(2), Bytes::ZERO);
+        let at_load = hw.gpus_at_load();
+        let expected = [
+            GpuAtLoad::new("CUDA0", mib(24_564 - 524)).with_compute_capability(890),
+            GpuAtLoad::new("CUDA1", mib(16_303 - 2_500 - 524)).with_compute_capability(1200),
+        ];
+        assert_eq!(at_load, expected);
         let hw = hw.with_cuda_context(mib(600));
         assert_eq!(hw.free_at_load(0), mib(24_564 - 600));
     }
@@ -641,6 +694,7 @@ mod tests {
             uuid: format!("GPU-{bus}"),
             cores: Some(16_896),
             max_sm_clock_mhz: Some(1_980),
+            compute_capability: Some(900),
         };
         let gpus = cuda_order(
             vec![detected(24_081, "00000000:00:06.0"), detected(15_001, "00000000:00:07.0")],
@@ -653,6 +707,7 @@ mod tests {
         assert_eq!(hw.free_at_load(1), mib(14_477));
         assert_eq!(hw.gpus[0].used_by_others, mib(143_771 - 24_081));
         assert_eq!(hw.gpus[0].bandwidth_gbs, Some(4800.0));
+        assert_eq!(hw.gpus[0].compute_capability, Some(900));
     }
 
     #[test]
@@ -698,6 +753,12 @@ mod tests {
         }
         assert_eq!(known_card("4090").unwrap().total, mib(24_564));
         assert_eq!(known_card("5070ti").unwrap().bandwidth_gbs, 896.0);
+        let cc = |name| known_card(name).map(|c| c.compute_capability);
+        assert_eq!(cc("4090"), Some(890));
+        assert_eq!(cc("RTX 5070 Ti"), Some(1200));
+        assert_eq!(cc("h200"), Some(900));
+        assert_eq!(cc("3090"), Some(860));
+        assert_eq!(cc("a100"), Some(800));
     }
 
     #[test]
@@ -706,6 +767,9 @@ mod tests {
         assert_eq!(gpus.len(), 2);
         assert_eq!((gpus[0].index, gpus[0].total, gpus[0].bandwidth_gbs), (0, mib(24_564), None));
         assert_eq!(gpus[1].name, "16303 GPU");
+        // A bare size says nothing of the card: the memory model assumes its default.
+        assert_eq!(gpus[0].compute_capability, None);
+        assert_eq!(Hardware::new(gpus).gpus_at_load()[0].compute_capability, None);
         let mixed = parse_gpu_list("4090,16G:1.5G").unwrap();
         assert_eq!(mixed[0].bandwidth_gbs, Some(1008.0));
         assert_eq!((mixed[1].total, mixed[1].used_by_others), (Bytes::from_gib(16), Bytes(3 << 29)));
@@ -773,6 +837,8 @@ mod tests {
         assert_eq!(hw.free_at_load(1), mib(16_303 - 2_500 - 600));
         assert_eq!((hw.gpus[2].index, hw.gpus[2].total), (2, Bytes::from_gib(48)));
         assert_eq!(hw.gpus[2].bandwidth_gbs, Some(768.0));
+        let cc: Vec<_> = hw.gpus.iter().map(|g| g.compute_capability).collect();
+        assert_eq!(cc, [Some(890), Some(1200), None]);
     }
 
     #[test]
@@ -799,7 +865,17 @@ mod tests {
             uuid: format!("GPU-{bus}-0000"),
             cores,
             max_sm_clock_mhz: cores.map(|_| 2_500),
+            compute_capability: None,
         }
+    }
+
+    #[test]
+    fn detected_compute_capability_is_nvmls_else_the_cards() {
+        let card_only = detected("NVIDIA GeForce RTX 4090", "01", None);
+        assert_eq!(card_only.into_gpu(0).compute_capability, Some(890));
+        let read = DetectedGpu { compute_capability: Some(1210), ..detected("NVIDIA GB10", "02", None) };
+        assert_eq!(read.into_gpu(1).compute_capability, Some(1210));
+        assert_eq!(detected("lab card", "03", None).into_gpu(2).compute_capability, None);
     }
 
     #[test]

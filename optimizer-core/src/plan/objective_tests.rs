@@ -28,6 +28,7 @@ fn h200_pair() -> Hardware {
         used_by_others: Bytes::ZERO,
         bandwidth_gbs: Some(4800.0),
         free_now: None,
+        compute_capability: Some(900),
     };
     let mut hw = Hardware::new(vec![gpu(0), gpu(1)]);
     hw.host_bandwidth_gbs = Some(H200_HOST_GBS);

@@ -77,6 +77,8 @@ pub struct GpuRow {
     pub free_at_load: Bytes,
     /// Memory bandwidth, GB/s, when known.
     pub bandwidth_gbs: Option<f64>,
+    /// The CUDA compute capability as ggml encodes it (890 for 8.9), when known.
+    pub compute_capability: Option<u32>,
 }
 
 impl GpusReport {
@@ -101,6 +103,7 @@ impl GpusReport {
                 free_now: g.free_now,
                 free_at_load: hardware.free_at_load(i),
                 bandwidth_gbs: g.bandwidth_gbs,
+                compute_capability: g.compute_capability,
             })
             .collect();
         GpusReport {

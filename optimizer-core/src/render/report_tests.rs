@@ -94,7 +94,7 @@ fn gpus_with_pci_and_none() {
 
 #[test]
 fn memory_breakdown() {
-    use crate::memory::{GpuAtLoad, predict};
+    use crate::memory::predict;
     use crate::render::memory::{self, MemoryReport};
     use crate::settings::ServerSettings;
 
@@ -117,8 +117,7 @@ fn memory_breakdown() {
     let mut hw = Hardware::new(parse_gpu_list("4090,5070ti").unwrap());
     hw.set_free_at_load(&[Bytes::from_mib(23_557), Bytes::from_mib(200)]).unwrap();
     hw.host_ram = Some(Bytes::from_gib(64));
-    let gpus: Vec<GpuAtLoad> =
-        (0..2).map(|i| GpuAtLoad::new(hw.gpus[i].backend_name(), hw.free_at_load(i))).collect();
+    let gpus = hw.gpus_at_load();
     let prediction = predict(&model, &settings, &gpus).unwrap();
     let r = MemoryReport::new(&prediction, &settings, &hw, "test.gguf", None);
     // The breakdown's MiB are llama.cpp's: bytes / 2^20, rounded down.
