@@ -83,13 +83,26 @@ fn predict(
 ) -> (MemoryPrediction, MemoryPrediction) {
     let settings = ServerSettings::from_args(argv).unwrap_or_else(|e| panic!("{}: settings: {e}", row.id));
     let model = models::model(&row.model);
-    let run = |simulate: bool| {
-        Predictor::new(model)
-            .with_simulation(simulate)
+    // One predictor per model for every row, as the planner keeps one: a row whose graphs (context
+    // and micro-batch) an earlier row built is scheduled and allocated on a copy of them, so the
+    // exact rows hold the graph cache to llama.cpp's bytes too.
+    let simulated = PREDICTORS.with(|p| {
+        p.borrow_mut()
+            .entry(row.model.clone())
+            .or_insert_with(|| Predictor::new(model))
             .predict_as(&settings, gpus, runner)
             .unwrap_or_else(|e| panic!("{}: predict: {e}", row.id))
-    };
-    (run(true), run(false))
+    });
+    let phase_model = Predictor::new(model)
+        .with_simulation(false)
+        .predict_as(&settings, gpus, runner)
+        .unwrap_or_else(|e| panic!("{}: predict: {e}", row.id));
+    (simulated, phase_model)
+}
+
+thread_local! {
+    static PREDICTORS: std::cell::RefCell<std::collections::HashMap<String, Predictor<'static>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 fn phase_model_mib(p: &MemoryPrediction, device: &str, floor: bool) -> f64 {
@@ -323,6 +336,9 @@ fn render(all: &[Compared]) -> String {
 fn compute_buffers_within_the_bar() {
     let all = compare_all();
     assert!(all.len() >= 300, "only {} device rows compared", all.len());
+    // the exact rows below hold as many graphs reused from an earlier row as built for their own
+    let reused: usize = PREDICTORS.with(|p| p.borrow().values().map(Predictor::reused_graphs).sum());
+    assert!(reused >= 50, "only {reused} graphs reused from the cache");
     let table = render(&all);
     let path = models::repo_root().join("docs/accuracy-rows.md");
     if std::env::var_os("SPLITPLAN_WRITE_ACCURACY").is_some() {

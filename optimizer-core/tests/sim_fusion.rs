@@ -135,8 +135,8 @@ fn scheduled(key: &str, argv: &[String], n_gpus: usize) -> Result<(Vec<Line>, Ve
                 t.op.desc().to_owned(),
                 t.ty.name().to_lowercase(),
                 t.ne,
-                t.name.clone(),
-                t.src.iter().flatten().map(|s| ctx.t(*s).name.clone()).collect(),
+                ctx.name(n).to_owned(),
+                t.src.iter().flatten().map(|s| ctx.name(*s).to_owned()).collect(),
             )
         })
         .collect();

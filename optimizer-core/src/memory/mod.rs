@@ -318,18 +318,26 @@ pub enum Runner {
 }
 
 /// Predictions for one model, many configurations: it remembers which tensors each tensor-override
-/// pattern matches, so a pattern is compiled and run over the tensor names once.
+/// pattern matches, so a pattern is compiled and run over the tensor names once, and the compute
+/// graphs it has simulated, so that another placement of the same context and micro-batch is only
+/// scheduled and allocated ([`sim::GraphCache`]).
 #[derive(Clone, Debug)]
 pub struct Predictor<'m> {
     model: &'m ModelDescription,
     patterns: overrides::PatternMatches,
     simulate: bool,
+    graphs: sim::GraphCache,
 }
 
 impl<'m> Predictor<'m> {
     /// A predictor for `model`.
     pub fn new(model: &'m ModelDescription) -> Predictor<'m> {
-        Predictor { model, patterns: overrides::PatternMatches::default(), simulate: true }
+        Predictor {
+            model,
+            patterns: overrides::PatternMatches::default(),
+            simulate: true,
+            graphs: sim::GraphCache::default(),
+        }
     }
 
     /// This predictor with the graph-level simulation of compute buffers ([`sim`]) on (the default)
@@ -339,6 +347,12 @@ impl<'m> Predictor<'m> {
     pub fn with_simulation(mut self, on: bool) -> Predictor<'m> {
         self.simulate = on;
         self
+    }
+
+    /// How many of the compute graphs this predictor simulated were copies of graphs it had built
+    /// for an earlier configuration ([`sim::GraphCache`]).
+    pub fn reused_graphs(&self) -> usize {
+        self.graphs.reused()
     }
 
     /// The model.
@@ -390,7 +404,8 @@ impl<'m> Predictor<'m> {
                     compute_capability: g.compute_capability.unwrap_or(DEFAULT_COMPUTE_CAPABILITY),
                 })
                 .collect();
-            sim::simulate(model, settings, &context, &placement, &sim_gpus, runner).ok()
+            sim::simulate_cached(&mut self.graphs, model, settings, &context, &placement, &sim_gpus, runner)
+                .ok()
         } else {
             None
         };

@@ -740,7 +740,7 @@ mod tests {
                 t.ne[2],
                 t.ne[3],
                 t.flags,
-                t.name
+                ctx.name(id)
             )
         };
         match *s {
@@ -751,14 +751,14 @@ mod tests {
                 desc("F", buffer, chunk, offset, size, tensor)
             }
             Step::Reuse { buffer, parent, node } => {
-                format!("@@U {buffer} {}|{}", ctx.t(parent).name, ctx.t(node).name)
+                format!("@@U {buffer} {}|{}", ctx.name(parent), ctx.name(node))
             }
             Step::FreeExtra { buffer, chunk, offset, size, node } => {
-                format!("@@X {buffer} {chunk} {offset} {size} {}", ctx.t(node).name)
+                format!("@@X {buffer} {chunk} {offset} {size} {}", ctx.name(node))
             }
             Step::Node(i) => {
                 let t = ctx.t(graph.nodes[i]);
-                let srcs: Vec<&str> = t.src.iter().flatten().map(|&s| ctx.t(s).name.as_str()).collect();
+                let srcs: Vec<&str> = t.src.iter().flatten().map(|&s| ctx.name(s)).collect();
                 format!(
                     "@@N {i} {} {} {} {} {} {} {}|{}|{}",
                     node_buffer[i],
@@ -768,7 +768,7 @@ mod tests {
                     t.ne[1],
                     t.ne[2],
                     t.ne[3],
-                    t.name,
+                    ctx.name(graph.nodes[i]),
                     srcs.join(";")
                 )
             }

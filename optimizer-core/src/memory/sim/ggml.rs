@@ -25,14 +25,26 @@ pub const FLAG_LOSS: u8 = 8;
 /// `GGML_TENSOR_FLAG_COMPUTE`: set on every node reached by `ggml_build_forward_expand`.
 pub const FLAG_COMPUTE: u8 = 16;
 
-/// A tensor of a [`Ctx`]: an index into its arena.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TensorId(pub u32);
+/// A tensor of a [`Ctx`]: an index into its arena (stored plus one, so that an `Option<TensorId>`,
+/// a tensor's source, takes four bytes: the tensors are scanned often, and smaller is faster).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(std::num::NonZeroU32);
 
 impl TensorId {
+    /// The tensor at arena index `index`.
+    pub fn new(index: usize) -> TensorId {
+        TensorId(std::num::NonZeroU32::MIN.saturating_add(index as u32))
+    }
+
     /// The arena index.
     pub fn index(self) -> usize {
-        self.0 as usize
+        self.0.get() as usize - 1
+    }
+}
+
+impl std::fmt::Debug for TensorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorId({})", self.index())
     }
 }
 
@@ -200,38 +212,42 @@ impl Op {
     }
 }
 
-/// One tensor: what ggml's `struct ggml_tensor` holds, less the data.
-#[derive(Clone, Debug, PartialEq)]
+/// One tensor: what ggml's `struct ggml_tensor` holds, less the data and the name (which the
+/// context keeps, [`Ctx::name`]: a tensor without it is `Copy`, and a cached graph is copied for
+/// every placement). The fields the scheduler and the allocator read on every pass (op, flags,
+/// sources, where the memory is) come first, so that they share a cache line (`repr(C)` keeps that
+/// order).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
 pub struct Tensor {
-    /// `name` (ggml keeps 63 bytes; kept whole here).
-    pub name: String,
     /// `op`.
     pub op: Op,
     /// `type`.
     pub ty: GgmlType,
-    /// `ne`: elements per dimension.
-    pub ne: [i64; MAX_DIMS],
-    /// `nb`: bytes per step in each dimension.
-    pub nb: [u64; MAX_DIMS],
-    /// `src`.
-    pub src: [Option<TensorId>; MAX_SRC],
-    /// `view_src`: the base tensor whose memory this one views (always a non-view).
-    pub view_src: Option<TensorId>,
-    /// `view_offs`: the byte offset into `view_src`.
-    pub view_offs: u64,
     /// `flags` (`FLAG_*`).
     pub flags: u8,
-    /// Where the tensor's memory already is, as an index into the scheduler's backend list, for
-    /// tensors the graph allocator does not place: weights, the KV cache, recurrent state. `None`
-    /// for everything the compute graph allocates (and for views, which take their base's).
-    pub backend: Option<usize>,
-    /// The backend llama.cpp pinned the node to with `ggml_backend_sched_set_tensor_backend` (the
-    /// graph callback does it for some layer tensors), as an index into the scheduler's backend list.
-    pub pinned: Option<usize>,
     /// Whether the buffer holding the tensor is a weights buffer (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`,
     /// llama-model.cpp): the scheduler runs ops next to their weights and offloads ops on CPU
     /// weights. KV cache and recurrent-state buffers are not.
     pub weight: bool,
+    /// Where the tensor's memory already is, as an index into the scheduler's backend list (at most
+    /// [`crate::memory::sim::sched::MAX_BACKENDS`]), for tensors the graph allocator does not place:
+    /// weights, the KV cache, recurrent state. `None` for everything the compute graph allocates
+    /// (and for views, which take their base's).
+    pub backend: Option<u8>,
+    /// The backend llama.cpp pinned the node to with `ggml_backend_sched_set_tensor_backend` (the
+    /// graph callback does it for some layer tensors), as an index into the scheduler's backend list.
+    pub pinned: Option<u8>,
+    /// `view_src`: the base tensor whose memory this one views (always a non-view).
+    pub view_src: Option<TensorId>,
+    /// `src`.
+    pub src: [Option<TensorId>; MAX_SRC],
+    /// `ne`: elements per dimension.
+    pub ne: [i64; MAX_DIMS],
+    /// `nb`: bytes per step in each dimension.
+    pub nb: [u64; MAX_DIMS],
+    /// `view_offs`: the byte offset into `view_src`.
+    pub view_offs: u64,
     /// `op_params` as 32-bit words, where the op's parameters matter to a simulation (the view
     /// offset, permute axes, the glu variant's `swapped`); zero otherwise.
     pub op_params: [i32; 4],
@@ -350,12 +366,45 @@ pub struct Ctx {
     pub tensors: Vec<Tensor>,
     /// The first shape ggml would have rejected (`GGML_ASSERT`), if any.
     pub error: Option<String>,
+    /// Whether tensors get ggml's names. Nothing the scheduler or the allocator decides depends on
+    /// a name; they are for comparing a graph with llama.cpp's traces and for error messages, and
+    /// formatting them is a third of the time a prediction takes, so the simulation leaves them out.
+    pub names: bool,
+    /// `name` of each tensor by arena index (ggml keeps 63 bytes; kept whole here), as far as any
+    /// tensor has one.
+    name_table: Vec<String>,
 }
 
 impl Ctx {
-    /// An empty context.
+    /// An empty context whose tensors get ggml's names.
     pub fn new() -> Ctx {
+        Ctx { names: true, ..Ctx::default() }
+    }
+
+    /// An empty context whose tensors stay unnamed ([`Ctx::names`]).
+    pub fn unnamed() -> Ctx {
         Ctx::default()
+    }
+
+    /// Names `r` after `a` with ggml's `suffix` (` (view)`, ` (cont)`, …), when names are kept.
+    fn name_after(&mut self, r: TensorId, a: TensorId, suffix: &str) {
+        if self.names {
+            let name = format!("{}{suffix}", self.name(a));
+            self.set_name(r, name);
+        }
+    }
+
+    /// A copy of this context with room for `extra` more tensors before its arena moves.
+    #[must_use]
+    pub fn clone_with_room(&self, extra: usize) -> Ctx {
+        let mut tensors = Vec::with_capacity(self.tensors.len() + extra);
+        tensors.extend_from_slice(&self.tensors);
+        Ctx { tensors, error: self.error.clone(), names: self.names, name_table: self.name_table.clone() }
+    }
+
+    /// `name` of `id`: empty when it has none (or the context keeps no names).
+    pub fn name(&self, id: TensorId) -> &str {
+        self.name_table.get(id.index()).map_or("", String::as_str)
     }
 
     /// The tensor `id`.
@@ -404,9 +453,8 @@ impl Ctx {
         if ne[0] % ty.block_size() as i64 != 0 {
             self.check(false, |_| format!("{} row of {} elements is not whole blocks", ty.name(), ne[0]));
         }
-        let id = TensorId(self.tensors.len() as u32);
+        let id = TensorId::new(self.tensors.len());
         self.tensors.push(Tensor {
-            name: String::new(),
             op: Op::None,
             ty,
             ne,
@@ -434,9 +482,8 @@ impl Ctx {
     /// cache or recurrent-state tensor), with its name.
     pub fn new_resident(&mut self, name: &str, ty: GgmlType, ne: &[i64], backend: usize) -> TensorId {
         let id = self.new_tensor(ty, ne);
-        let t = self.t_mut(id);
-        name.clone_into(&mut t.name);
-        t.backend = Some(backend);
+        self.set_name(id, name);
+        self.t_mut(id).backend = Some(backend as u8);
         id
     }
 
@@ -449,7 +496,12 @@ impl Ctx {
 
     /// `ggml_set_name`.
     pub fn set_name(&mut self, id: TensorId, name: impl Into<String>) -> TensorId {
-        self.t_mut(id).name = name.into();
+        if self.names {
+            if self.name_table.len() <= id.index() {
+                self.name_table.resize(id.index() + 1, String::new());
+            }
+            self.name_table[id.index()] = name.into();
+        }
         id
     }
 
@@ -488,10 +540,8 @@ impl Ctx {
     pub fn view_tensor(&mut self, a: TensorId) -> TensorId {
         let (ty, ne, nb) = (self.t(a).ty, self.t(a).ne, self.t(a).nb);
         let r = self.new_tensor_impl(ty, ne, Some(a), 0);
-        let name = format!("{} (view)", self.t(a).name);
-        let t = self.t_mut(r);
-        t.nb = nb;
-        t.name = name;
+        self.t_mut(r).nb = nb;
+        self.name_after(r, a, " (view)");
         r
     }
 
@@ -682,12 +732,14 @@ impl Ctx {
         let ok = self.t(a).nelements() == self.t(b).nelements();
         self.check(ok, |c| format!("cpy: {:?} into {:?}", c.ne(a), c.ne(b)));
         let r = self.view_tensor(b);
-        let name = if self.t(b).name.is_empty() {
-            format!("{} (copy)", self.t(a).name)
-        } else {
-            format!("{} (copy of {})", self.t(b).name, self.t(a).name)
-        };
-        self.t_mut(r).name = name;
+        if self.names {
+            let name = if self.name(b).is_empty() {
+                format!("{} (copy)", self.name(a))
+            } else {
+                format!("{} (copy of {})", self.name(b), self.name(a))
+            };
+            self.set_name(r, name);
+        }
         self.with_op(r, Op::Cpy, &[Some(a), Some(b)])
     }
 
@@ -695,16 +747,14 @@ impl Ctx {
     pub fn cast(&mut self, a: TensorId, ty: GgmlType) -> TensorId {
         let ne = self.ne(a);
         let r = self.new_tensor_impl(ty, ne, None, 0);
-        let name = format!("{} (copy)", self.t(a).name);
-        self.t_mut(r).name = name;
+        self.name_after(r, a, " (copy)");
         self.with_op(r, Op::Cpy, &[Some(a), Some(r)])
     }
 
     /// `ggml_cont`.
     pub fn cont(&mut self, a: TensorId) -> TensorId {
         let r = self.dup_tensor(a);
-        let name = format!("{} (cont)", self.t(a).name);
-        self.t_mut(r).name = name;
+        self.name_after(r, a, " (cont)");
         self.with_op(r, Op::Cont, &[Some(a)])
     }
 
@@ -714,8 +764,7 @@ impl Ctx {
         self.check(ok, |c| format!("cont_4d: {:?} to {ne:?}", c.ne(a)));
         let ty = self.t(a).ty;
         let r = self.new_tensor_impl(ty, ne, None, 0);
-        let name = format!("{} (cont)", self.t(a).name);
-        self.t_mut(r).name = name;
+        self.name_after(r, a, " (cont)");
         self.with_op(r, Op::Cont, &[Some(a)])
     }
 
@@ -727,8 +776,7 @@ impl Ctx {
         self.check(ok, |c| format!("reshape: {:?} to {full:?}", c.ne(a)));
         let ty = self.t(a).ty;
         let r = self.new_tensor_impl(ty, full, Some(a), 0);
-        let name = format!("{} (reshaped)", self.t(a).name);
-        self.t_mut(r).name = name;
+        self.name_after(r, a, " (reshaped)");
         self.with_op(r, Op::Reshape, &[Some(a)])
     }
 
@@ -739,7 +787,7 @@ impl Ctx {
         full[..ne.len()].copy_from_slice(ne);
         let ty = self.t(a).ty;
         let r = self.new_tensor_impl(ty, full, Some(a), offset);
-        let name = format!("{} (view)", self.t(a).name);
+        self.name_after(r, a, " (view)");
         let mut strides = contiguous_nb(ty, full);
         for (i, &s) in nb.iter().enumerate() {
             strides[i + 1] = s;
@@ -748,7 +796,6 @@ impl Ctx {
             strides[i] = strides[i - 1] * full[i - 1].max(0) as u64;
         }
         let t = self.t_mut(r);
-        t.name = name;
         t.nb = strides;
         t.op_params[0] = offset as i32;
         t.op_params[1] = (offset >> 32) as i32;
@@ -770,11 +817,10 @@ impl Ctx {
             ne[axes[i]] = ne_a[i];
             nb[axes[i]] = nb_a[i];
         }
-        let name = format!("{} (permuted)", self.t(a).name);
+        self.name_after(r, a, " (permuted)");
         let t = self.t_mut(r);
         t.ne = ne;
         t.nb = nb;
-        t.name = name;
         for (i, &ax) in axes.iter().enumerate() {
             t.op_params[i] = ax as i32;
         }
@@ -784,11 +830,10 @@ impl Ctx {
     /// `ggml_transpose`.
     pub fn transpose(&mut self, a: TensorId) -> TensorId {
         let r = self.view_tensor(a);
-        let name = format!("{} (transposed)", self.t(a).name);
+        self.name_after(r, a, " (transposed)");
         let t = self.t_mut(r);
         t.ne.swap(0, 1);
         t.nb.swap(0, 1);
-        t.name = name;
         self.with_op(r, Op::Transpose, &[Some(a)])
     }
 
@@ -908,7 +953,12 @@ pub struct Graph {
     pub nodes: Vec<TensorId>,
     /// Leafs (tensors without an op: inputs, weights, constants).
     pub leafs: Vec<TensorId>,
-    visited: std::collections::HashSet<TensorId>,
+    /// Whether each tensor of the context (by arena index) is in the graph: ggml's visited hash set.
+    visited: Vec<bool>,
+    /// The depth-first walk's stack, kept between calls: (tensor, next source index to look at).
+    stack: Vec<(TensorId, usize)>,
+    /// The compute-flag walk's work list, kept between calls.
+    pending: Vec<TensorId>,
 }
 
 impl Graph {
@@ -919,7 +969,7 @@ impl Graph {
 
     /// Whether `id` is in the graph.
     pub fn contains(&self, id: TensorId) -> bool {
-        self.visited.contains(&id)
+        self.visited.get(id.index()).copied().unwrap_or(false)
     }
 
     /// `ggml_build_forward_expand`: adds `t` and every tensor it depends on that is not in the graph
@@ -941,11 +991,11 @@ impl Graph {
 
     /// `ggml_visit_parents_graph` (ggml.c:7245-7309) with `compute`, iteratively.
     fn visit(&mut self, ctx: &mut Ctx, root: TensorId, compute: bool) {
-        // Iterative depth-first walk: (tensor, next source index to look at).
-        let mut stack: Vec<(TensorId, usize)> = Vec::new();
         if !self.enter(ctx, root, compute) {
             return;
         }
+        let mut stack = std::mem::take(&mut self.stack);
+        stack.clear();
         stack.push((root, 0));
         while let Some(&mut (id, ref mut next)) = stack.last_mut() {
             if *next < MAX_SRC {
@@ -959,21 +1009,22 @@ impl Graph {
                 continue;
             }
             stack.pop();
-            let t = ctx.t(id);
+            let t = *ctx.t(id);
             if t.op == Op::None && t.flags & FLAG_PARAM == 0 {
-                if t.name.is_empty() {
+                if ctx.names && ctx.name(id).is_empty() {
                     let name = format!("leaf_{}", self.leafs.len());
-                    ctx.t_mut(id).name = name;
+                    ctx.set_name(id, name);
                 }
                 self.leafs.push(id);
             } else {
-                if t.name.is_empty() {
+                if ctx.names && ctx.name(id).is_empty() {
                     let name = format!("node_{}", self.nodes.len());
-                    ctx.t_mut(id).name = name;
+                    ctx.set_name(id, name);
                 }
                 self.nodes.push(id);
             }
         }
+        self.stack = stack;
     }
 
     /// The head of `ggml_visit_parents_graph`: flags `id` for computation and, when it is already in
@@ -982,12 +1033,18 @@ impl Graph {
         if compute && ctx.t(id).op != Op::None {
             ctx.t_mut(id).flags |= FLAG_COMPUTE;
         }
-        if self.visited.insert(id) {
+        if self.visited.len() < ctx.tensors.len() {
+            self.visited.resize(ctx.tensors.len(), false);
+        }
+        if !self.visited[id.index()] {
+            self.visited[id.index()] = true;
             return true;
         }
         if compute {
             // "update the compute flag regardless" (ggml.c:7256-7263)
-            let mut pending = vec![id];
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.clear();
+            pending.push(id);
             while let Some(n) = pending.pop() {
                 for src in ctx.t(n).src.into_iter().flatten() {
                     if ctx.t(src).flags & FLAG_COMPUTE == 0 {
@@ -998,6 +1055,7 @@ impl Graph {
                     }
                 }
             }
+            self.pending = pending;
         }
         false
     }

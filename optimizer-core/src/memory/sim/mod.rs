@@ -19,6 +19,7 @@ pub mod sched;
 pub mod trace;
 
 use crate::memory::sim::build::{LlmGraph, Ubatch};
+use crate::memory::sim::ggml::Ctx;
 use crate::memory::{Location, ResolvedContext, ResolvedPlacement, Runner};
 use crate::model::{Architecture, ModelDescription};
 use crate::settings::{ServerSettings, SplitMode};
@@ -85,7 +86,12 @@ pub fn build_graph<'a>(
     placement: &'a ResolvedPlacement,
     ubatch: Ubatch,
 ) -> Result<LlmGraph<'a>, NotCovered> {
-    let mut g = LlmGraph::new(model, settings, context, placement, ubatch);
+    build(LlmGraph::new(model, settings, context, placement, ubatch))
+}
+
+/// Runs the builder of `g`'s architecture on `g`.
+fn build(mut g: LlmGraph<'_>) -> Result<LlmGraph<'_>, NotCovered> {
+    let model = g.model;
     match &model.architecture {
         Architecture::Llama if model.n_expert == 0 => build::llama::build(&mut g),
         Architecture::Qwen3 => build::qwen3::build(&mut g),
@@ -155,7 +161,15 @@ pub fn schedule_graph<'a>(
     ubatch: Ubatch,
     cfg: &sched::SchedConfig,
 ) -> Result<ScheduledGraph<'a>, NotCovered> {
-    let mut graph = build_graph(model, settings, context, placement, ubatch)?;
+    let graph = build_graph(model, settings, context, placement, ubatch)?;
+    schedule_built(graph, cfg)
+}
+
+/// Schedules a built graph.
+fn schedule_built<'a>(
+    mut graph: LlmGraph<'a>,
+    cfg: &sched::SchedConfig,
+) -> Result<ScheduledGraph<'a>, NotCovered> {
     let gf = std::mem::take(&mut graph.gf);
     let scheduled =
         sched::schedule(&mut graph.ctx, &gf, cfg).map_err(|e| NotCovered::Rejected(e.to_string()))?;
@@ -163,11 +177,141 @@ pub fn schedule_graph<'a>(
     Ok(ScheduledGraph { graph, scheduled })
 }
 
+/// What a built graph depends on besides where the placement puts each weight and each layer: two
+/// placements with the same key have the same graph, tensor for tensor, and differ only in the
+/// backends of the tensors [`LlmGraph::homes`] and [`LlmGraph::pins`] list.
+#[derive(Clone, Debug, PartialEq)]
+struct ShapeKey {
+    context: ResolvedContext,
+    ubatch: Ubatch,
+    /// The scheduler's backends.
+    devices: Vec<usize>,
+    /// Whether the graph callback pins every layer's norm (src/llama-context.cpp:2652-2660).
+    full_offload: bool,
+    output: Location,
+    /// Every copy other than the primary ones (layer duplicates, the tied output): leaves of their own.
+    copies: Vec<(usize, Location, crate::memory::TensorCopy)>,
+    /// The layers' devices, when layers read duplicates: which copy a layer reads is where it is.
+    layers: Option<Vec<Location>>,
+}
+
+impl ShapeKey {
+    fn new(
+        model: &ModelDescription,
+        context: &ResolvedContext,
+        placement: &ResolvedPlacement,
+        ubatch: Ubatch,
+    ) -> Self {
+        use crate::memory::TensorCopy;
+        let copies: Vec<_> = placement
+            .tensors
+            .iter()
+            .filter(|p| p.copy != TensorCopy::Primary)
+            .map(|p| (p.tensor, p.location, p.copy))
+            .collect();
+        let duplicates = copies.iter().any(|c| c.2 == TensorCopy::LayerDuplicate);
+        ShapeKey {
+            context: context.clone(),
+            ubatch,
+            devices: placement.devices.clone(),
+            full_offload: placement.n_gpu_layers as usize > model.n_layer_all,
+            output: placement.output,
+            copies,
+            layers: duplicates.then(|| placement.layers.clone()),
+        }
+    }
+}
+
+/// A graph as its builder left it, before scheduling, with what moves it to another placement.
+#[derive(Clone, Debug)]
+struct BuiltGraph {
+    key: ShapeKey,
+    ctx: Ctx,
+    gf: ggml::Graph,
+    homes: Vec<(ggml::TensorId, build::Home)>,
+    pins: Vec<(ggml::TensorId, usize)>,
+}
+
+impl BuiltGraph {
+    /// A copy of the graph's tensors with the backends of `placement` (of the same [`ShapeKey`]).
+    fn tensors_for(&self, placement: &ResolvedPlacement, lookup: &build::Lookup<'_>) -> Ctx {
+        let backend_of = |loc: Location| match loc {
+            Location::Gpu(g) => {
+                placement.devices.iter().position(|&d| d == g).unwrap_or(placement.devices.len())
+            }
+            Location::Host => placement.devices.len(),
+        };
+        let layer = |il: usize| placement.layers.get(il).copied().unwrap_or(Location::Host);
+        // room for the scheduler's copies and dependency nodes, so that they do not move the arena
+        let n = self.ctx.tensors.len();
+        let mut ctx = self.ctx.clone_with_room(n / 4 + 64);
+        for &(id, home) in &self.homes {
+            let loc = match home {
+                build::Home::Weight(i) => lookup.primary(i),
+                build::Home::Layer(il) => layer(il),
+            };
+            ctx.t_mut(id).backend = Some(backend_of(loc) as u8);
+        }
+        for &(id, il) in &self.pins {
+            ctx.t_mut(id).pinned = Some(backend_of(layer(il)) as u8);
+        }
+        ctx
+    }
+}
+
+/// One reservation simulated: each buffer's size, and the graph when it was built for it.
+type Reserved = Result<(Vec<Bytes>, Option<BuiltGraph>), NotCovered>;
+
+/// The graphs a [`crate::memory::Predictor`] has built for one model, by shape: a prediction for
+/// another placement of a shape already built (the planner's loop: the same context and
+/// micro-batch, weights and layers moved) schedules and allocates a copy of the built graph instead
+/// of building it again. Keep one cache per model.
+#[derive(Clone, Debug, Default)]
+pub struct GraphCache {
+    graphs: Vec<BuiltGraph>,
+    reused: usize,
+}
+
+impl GraphCache {
+    /// How many graphs a cache keeps (llama-server reserves two shapes per configuration: the
+    /// prompt and the generation graph); the oldest goes first.
+    pub const CAPACITY: usize = 8;
+
+    /// How many reservations were simulated on a graph from the cache.
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+
+    fn get(&self, key: &ShapeKey) -> Option<&BuiltGraph> {
+        self.graphs.iter().find(|g| g.key == *key)
+    }
+
+    fn insert(&mut self, graph: BuiltGraph) {
+        if self.graphs.len() >= GraphCache::CAPACITY {
+            self.graphs.remove(0);
+        }
+        self.graphs.push(graph);
+    }
+}
+
 /// llama.cpp's compute buffer per device for `model` under `settings`, as `runner` reserves them:
 /// every reservation's graph built, scheduled and allocated, each buffer's size the largest
 /// reservation's (`ggml_gallocr` only grows a buffer). Devices in placement order, then the host.
 /// `gpus` is indexed like [`Location::Gpu`].
 pub fn simulate(
+    model: &ModelDescription,
+    settings: &ServerSettings,
+    context: &ResolvedContext,
+    placement: &ResolvedPlacement,
+    gpus: &[SimGpu],
+    runner: Runner,
+) -> Result<Vec<DeviceCompute>, NotCovered> {
+    simulate_cached(&mut GraphCache::default(), model, settings, context, placement, gpus, runner)
+}
+
+/// [`simulate`], reusing the graphs `cache` holds for `model` and keeping the ones it builds.
+pub fn simulate_cached(
+    cache: &mut GraphCache,
     model: &ModelDescription,
     settings: &ServerSettings,
     context: &ResolvedContext,
@@ -197,19 +341,67 @@ pub fn simulate(
     // the CPU backend's buffer type: CUDA's pinned host memory when there are GPUs
     // (src/llama-context.cpp:410-418)
     buffers.push(alloc::BufferSpec::host(if placement.devices.is_empty() { "CPU" } else { "CUDA_Host" }));
-    let mut sizes = vec![Bytes::ZERO; buffers.len()];
-    let mut done: Vec<Ubatch> = Vec::new();
+    // llama-server's third reservation is its first again: the same graph, so the same sizes, and
+    // buffers only grow; simulating it once is enough
+    let mut distinct: Vec<Ubatch> = Vec::new();
     for ubatch in reservations(context, runner) {
-        // llama-server's third reservation is its first again: the same graph, so the same sizes, and
-        // buffers only grow; simulating it once is enough
-        if done.contains(&ubatch) {
-            continue;
+        if !distinct.contains(&ubatch) {
+            distinct.push(ubatch);
         }
-        done.push(ubatch);
-        let sg = schedule_graph(model, settings, context, placement, ubatch, &cfg)?;
-        let s = &sg.scheduled;
-        let got = alloc::reserve(&sg.graph.ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
+    }
+    let lookup = std::sync::Arc::new(build::Lookup::new(model, placement));
+    let keys: Vec<ShapeKey> = distinct.iter().map(|&u| ShapeKey::new(model, context, placement, u)).collect();
+    let reserve = |ubatch: Ubatch, key: &ShapeKey| -> Reserved {
+        let (mut ctx, built) = if let Some(b) = cache.get(key) {
+            (b.tensors_for(placement, &lookup), None)
+        } else {
+            {
+                // unnamed: names decide nothing the scheduler or the allocator does
+                let g = LlmGraph::with_lookup(
+                    model,
+                    settings,
+                    context,
+                    placement,
+                    ubatch,
+                    lookup.clone(),
+                    Ctx::unnamed(),
+                );
+                let g = build(g)?;
+                let built =
+                    BuiltGraph { key: key.clone(), ctx: g.ctx, gf: g.gf, homes: g.homes, pins: g.pins };
+                (built.tensors_for(placement, &lookup), Some(built))
+            }
+        };
+        let gf =
+            cache.get(key).or(built.as_ref()).map(|b| &b.gf).ok_or(NotCovered::Missing("a built graph"))?;
+        let s = sched::schedule(&mut ctx, gf, &cfg).map_err(|e| NotCovered::Rejected(e.to_string()))?;
+        let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
+        Ok((sizes, built))
+    };
+    // each reservation starts from an empty allocator (ggml_gallocr_reserve_n resets it), so the
+    // graphs are independent: the prompt graph and the generation graph are simulated side by side
+    let jobs: Vec<(Ubatch, &ShapeKey)> = distinct.iter().copied().zip(&keys).collect();
+    let results: Vec<Reserved> = match jobs.split_first() {
+        None => Vec::new(),
+        Some((&(u, k), [])) => vec![reserve(u, k)],
+        Some((&(u, k), rest)) => std::thread::scope(|scope| {
+            let others: Vec<_> = rest.iter().map(|&(u, k)| scope.spawn(move || reserve(u, k))).collect();
+            let mut results = vec![reserve(u, k)];
+            for h in others {
+                results
+                    .push(h.join().unwrap_or(Err(NotCovered::Missing("a reservation thread that finished"))));
+            }
+            results
+        }),
+    };
+    let mut sizes = vec![Bytes::ZERO; buffers.len()];
+    for got in results {
+        let (got, built) = got?;
+        match built {
+            Some(b) => cache.insert(b),
+            None => cache.reused += 1,
+        }
         // ggml_gallocr_reserve_n_impl grows a buffer, never shrinks it (ggml-alloc.c:903-925)
         for (size, new) in sizes.iter_mut().zip(got) {
             *size = (*size).max(new);

@@ -238,7 +238,7 @@ impl Sched<'_> {
     /// The buffer type of the buffer `t` (or its view source) is in, if it is pre-allocated.
     fn buffer_of(&self, ctx: &Ctx, t: &Tensor) -> Option<Buft> {
         let base = t.view_src.map_or(t, |v| ctx.t(v));
-        base.backend.map(|b| self.cfg.resident_buft(b))
+        base.backend.map(|b| self.cfg.resident_buft(usize::from(b)))
     }
 
     /// `ggml_backend_sched_backend_from_buffer` (ggml-backend.cpp:1028-1049).
@@ -272,7 +272,7 @@ impl Sched<'_> {
         }
         if self.buffer_of(ctx, t).is_some() {
             // since the tensor is pre-allocated, it cannot be moved to another backend
-            return Err(SchedError::Preallocated { tensor: t.name.clone(), op: t.op.desc() });
+            return Err(SchedError::Preallocated { tensor: ctx.name(tensor).to_owned(), op: t.op.desc() });
         }
         // graph input
         if t.flags & FLAG_INPUT != 0 {
@@ -289,7 +289,7 @@ impl Sched<'_> {
             if s.backend.is_some() && s.weight {
                 let src_backend = self.backend_from_buffer(ctx, *src, tensor);
                 // check if a backend with higher prio wants to offload the op
-                let host = s.backend.is_some_and(|b| self.cfg.resident_buft(b).is_host());
+                let host = s.backend.is_some_and(|b| self.cfg.resident_buft(usize::from(b)).is_host());
                 if self.cfg.op_offload && src_backend == n as i32 - 1 && host {
                     for b in 0..n - 1 {
                         if supports_op(self.cfg, b, ctx, tensor) && offload_op(self.cfg, b, ctx.t(tensor)) {
@@ -348,7 +348,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
         backend_ids: ctx
             .tensors
             .iter()
-            .map(|t| t.pinned.filter(|_| cfg.keep_pins).map_or(-1, |b| b as i32))
+            .map(|t| t.pinned.filter(|_| cfg.keep_pins).map_or(-1, i32::from))
             .collect(),
         copies: vec![None; n_tensors * n_backends * n_copies],
         n_tensors,
@@ -371,23 +371,22 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
 
     // pass 2: expand current backend assignments: gpu down, gpu up (the CPU, the lowest priority
     // backend, is not expanded), then the rest down and up
-    let order_down: Vec<usize> = (0..nodes.len()).collect();
-    let order_up: Vec<usize> = (0..nodes.len()).rev().collect();
-    for (order, skip_cpu) in
-        [(&order_down, true), (&order_up, true), (&order_down, false), (&order_up, false)]
-    {
+    // (the nodes that are not views, in order: the four sweeps skip views)
+    let ops: Vec<TensorId> = nodes.iter().copied().filter(|&n| !ctx.t(n).op.is_view()).collect();
+    for (down, skip_cpu) in [(true, true), (false, true), (true, false), (false, false)] {
         let mut cur = -1i32;
-        for &i in order {
-            let node = nodes[i];
-            if ctx.t(node).op.is_view() {
-                continue;
-            }
+        let mut sweep = |node: TensorId| {
             let id = s.id(Some(node));
             if id != -1 {
                 cur = if skip_cpu && id == cpu { -1 } else { id };
             } else if cur != -1 {
                 s.set_if_supported(ctx, node, cur as usize);
             }
+        };
+        if down {
+            ops.iter().copied().for_each(&mut sweep);
+        } else {
+            ops.iter().rev().copied().for_each(&mut sweep);
         }
     }
 
@@ -452,7 +451,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
             s.set_if_supported(ctx, node, b);
         }
         if s.id(Some(node)) == -1 {
-            return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+            return Err(SchedError::Unassigned { node: ctx.name(node).to_owned(), op: t.op.desc() });
         }
     }
 
@@ -470,7 +469,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
             let node_backend = s.id(Some(node));
             if node_backend == -1 {
                 let t = ctx.t(node);
-                return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+                return Err(SchedError::Unassigned { node: ctx.name(node).to_owned(), op: t.op.desc() });
             }
             // check if we should start a new split based on the sources of the current node: a
             // weight on a different and incompatible backend (so that the memory of the
@@ -508,18 +507,19 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
                 let src_backend = s.id(Some(src));
                 if src_backend == -1 {
                     let st = ctx.t(src);
-                    return Err(SchedError::Unassigned { node: st.name.clone(), op: st.op.desc() });
+                    return Err(SchedError::Unassigned { node: ctx.name(src).to_owned(), op: st.op.desc() });
                 }
                 if src_backend != cur_backend && !s.buffer_supported(ctx, src, cur_backend as usize) {
                     // create a copy of the input in the split's backend
                     let cb = cur_backend as usize;
                     if s.copies[s.copy_slot(src, cb, 0)].is_none() {
-                        let name = cfg.backends[cb].name();
                         for c in 0..n_copies {
                             let copy = dup_tensor_layout(ctx, src);
-                            let src_name = ctx.t(src).name.clone();
+                            if ctx.names {
+                                let name = format!("{}#{}#{c}", cfg.backends[cb].name(), ctx.name(src));
+                                ctx.set_name(copy, name);
+                            }
                             let t = ctx.t_mut(copy);
-                            t.name = format!("{name}#{src_name}#{c}");
                             if n_copies > 1 {
                                 // prevent ggml-alloc from overwriting the tensor
                                 t.flags |= FLAG_INPUT | FLAG_OUTPUT;
@@ -551,19 +551,20 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
             let b = s.id(Some(leaf));
             if b == -1 {
                 let t = ctx.t(leaf);
-                return Err(SchedError::Unassigned { node: t.name.clone(), op: t.op.desc() });
+                return Err(SchedError::Unassigned { node: ctx.name(leaf).to_owned(), op: t.op.desc() });
             }
             let b = b as usize;
             if s.copies[s.copy_slot(leaf, b, 0)].is_none() {
-                let name = cfg.backends[b].name();
                 for c in 0..n_copies {
                     let copy = if c == cur_copy {
                         // use the original tensor as the current copy
                         leaf
                     } else {
                         let copy = dup_tensor_layout(ctx, leaf);
-                        let leaf_name = ctx.t(leaf).name.clone();
-                        ctx.t_mut(copy).name = format!("{name}#{leaf_name}#{c}");
+                        if ctx.names {
+                            let name = format!("{}#{}#{c}", cfg.backends[b].name(), ctx.name(leaf));
+                            ctx.set_name(copy, name);
+                        }
                         copy
                     };
                     // prevent ggml-alloc from overwriting the tensor
@@ -578,18 +579,27 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
 
     // the backends' graph_optimize on each split (ggml-backend.cpp:1614-1620): CUDA may reorder a
     // split's nodes and asks to keep some tensors alive until a later node
-    let mut alloc_deps: Vec<(TensorId, Vec<TensorId>)> = Vec::new();
+    // (the kept tensors by the node they wait for: `deps_of[until]` indexes `alloc_deps`)
+    let mut alloc_deps: Vec<Vec<TensorId>> = Vec::new();
+    let mut deps_of: Vec<u32> = Vec::new();
     for sp in &splits {
         if cfg.cuda_fusion && matches!(cfg.backends[sp.backend], BackendKind::Cuda(_)) {
             let deps = cuda_opt::graph_optimize(ctx, &use_counts, &mut nodes[sp.i_start..sp.i_end]);
             for (tensor, until) in deps {
-                match alloc_deps.iter_mut().find(|(u, _)| *u == until) {
-                    Some((_, keep)) => {
+                if deps_of.len() <= until.index() {
+                    deps_of.resize(ctx.tensors.len().max(until.index() + 1), u32::MAX);
+                }
+                match deps_of[until.index()] {
+                    u32::MAX => {
+                        deps_of[until.index()] = alloc_deps.len() as u32;
+                        alloc_deps.push(vec![tensor]);
+                    }
+                    k => {
+                        let keep = &mut alloc_deps[k as usize];
                         if !keep.contains(&tensor) {
                             keep.push(tensor);
                         }
                     }
-                    None => alloc_deps.push((until, vec![tensor])),
                 }
             }
         }
@@ -616,7 +626,8 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
             copy.nodes.push(node);
             node_backend.push(s.id(Some(node)) as usize);
             // add a dependency node so that the kept tensors are not freed before this node is computed
-            if let Some((_, keep)) = alloc_deps.iter().find(|(u, _)| *u == node) {
+            let k = deps_of.get(node.index()).copied().unwrap_or(u32::MAX);
+            if let Some(keep) = alloc_deps.get(k as usize) {
                 for chunk in keep.chunks(MAX_SRC) {
                     let dep = ctx.view_tensor(chunk[0]);
                     for (k, &t) in chunk.iter().enumerate() {
@@ -707,7 +718,7 @@ fn cuda_supports_op(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> boo
     // check if all the sources are allocated on this device
     for src in t.src.iter().flatten() {
         if let Some(b) = ctx.t(*src).backend {
-            if let Buft::Cuda(d) = cfg.resident_buft(b) {
+            if let Buft::Cuda(d) = cfg.resident_buft(usize::from(b)) {
                 if d != dev {
                     return false;
                 }
@@ -950,7 +961,7 @@ mod tests {
     }
 
     fn names(ctx: &Ctx, s: &Scheduled) -> Vec<(String, usize)> {
-        s.graph.nodes.iter().zip(&s.node_backend).map(|(&n, &b)| (ctx.t(n).name.clone(), b)).collect()
+        s.graph.nodes.iter().zip(&s.node_backend).map(|(&n, &b)| (ctx.name(n).to_owned(), b)).collect()
     }
 
     #[test]
@@ -995,7 +1006,7 @@ mod tests {
     fn pipeline_parallelism_keeps_four_copies_of_every_input_as_leafs() {
         let (mut ctx, g) = two_matmuls(512);
         let s = schedule(&mut ctx, &g, &SchedConfig::llama(1, true, true)).unwrap();
-        let leafs: Vec<String> = s.graph.leafs.iter().map(|&l| ctx.t(l).name.clone()).collect();
+        let leafs: Vec<String> = s.graph.leafs.iter().map(|&l| ctx.name(l).to_owned()).collect();
         assert_eq!(
             leafs,
             [

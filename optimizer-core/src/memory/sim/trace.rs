@@ -368,7 +368,7 @@ impl Trace {
                         live.insert(key, graph.nodes[*k]);
                     }
                     if let Some((buffer, parent)) = pending_reuse.take() {
-                        let key = live.iter().find(|(key, id)| key.0 == buffer && ctx.t(**id).name == parent);
+                        let key = live.iter().find(|(key, id)| key.0 == buffer && ctx.name(**id) == parent);
                         if let Some((&key, &parent)) = key {
                             passed_on[parent.index()] = true;
                             live.insert(key, graph.nodes[*k]);
@@ -448,8 +448,8 @@ impl Trace {
         let op_of = |s: &str| op_from_desc(s).ok_or_else(|| format!("unknown op {s:?}"));
         for a in &self.inputs {
             let id = ctx.new_tensor_impl(ty_of(&a.ty)?, a.ne, None, 0);
+            ctx.set_name(id, a.name.as_str());
             let t = ctx.t_mut(id);
-            t.name.clone_from(&a.name);
             t.flags = a.flags;
             t.op = op_of(&a.op)?;
             by_name.entry(&a.name).or_default().push(id);
@@ -472,8 +472,8 @@ impl Trace {
                 }
             }
             let id = ctx.new_tensor_impl(ty_of(&n.ty)?, n.ne, None, 0);
+            ctx.set_name(id, n.name.as_str());
             let t = ctx.t_mut(id);
-            t.name.clone_from(&n.name);
             t.op = op;
             t.flags = match &n.memory {
                 NodeMemory::Allocated(a) => a.flags,
@@ -498,7 +498,7 @@ impl Trace {
                 ctx.t_mut(id).flags |= FLAG_OUTPUT;
             }
         }
-        let first_node = TensorId(self.inputs.len() as u32);
+        let first_node = TensorId::new(self.inputs.len());
         let mut consumed = vec![false; ctx.tensors.len()];
         let mut view_of: Vec<Option<TensorId>> = vec![None; ctx.tensors.len()];
         for (i, (n, &id)) in self.nodes.iter().zip(&graph.nodes).enumerate() {
@@ -600,7 +600,7 @@ fn fit_strides(ctx: &mut Ctx, id: TensorId, buffer: &BufferSpec, size: u64) {
     if aligned(buffer.alloc_size(ctx, id)) == size {
         return;
     }
-    let t = ctx.t(id).clone();
+    let t = *ctx.t(id);
     let pad = buffer.alloc_size(ctx, id) - t.nbytes();
     let ne: Vec<u64> = t.ne.iter().map(|&n| n.max(1) as u64).collect();
     let row = t.nb[1];

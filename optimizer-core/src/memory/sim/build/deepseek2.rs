@@ -44,8 +44,7 @@ pub fn gating_func(model: &ModelDescription) -> GatingFunc {
 impl LlmGraph<'_> {
     /// Block `il`'s weight `suffix`, required.
     fn required(&mut self, il: usize, suffix: &str) -> Result<TensorId, Deepseek2Gap> {
-        let name = format!("blk.{il}.{suffix}");
-        self.weight(&name).ok_or(Deepseek2Gap::MissingTensor(name))
+        self.layer_weight(il, suffix).ok_or_else(|| Deepseek2Gap::MissingTensor(format!("blk.{il}.{suffix}")))
     }
 
     /// `llama_model_deepseek2::graph::graph` (src/models/deepseek2.cpp:418-715) with MLA: the logits

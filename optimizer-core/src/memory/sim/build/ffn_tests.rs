@@ -16,7 +16,7 @@ use crate::units::Bytes;
 /// One node as the trace prints it: `op type ne0 ne1 ne2 ne3|name|src;src`.
 fn line(g: &LlmGraph<'_>, id: crate::memory::sim::ggml::TensorId) -> String {
     let t = g.ctx.t(id);
-    let srcs: Vec<&str> = t.src.iter().flatten().map(|&s| g.ctx.t(s).name.as_str()).collect();
+    let srcs: Vec<&str> = t.src.iter().flatten().map(|&s| g.ctx.name(s)).collect();
     format!(
         "{} {} {} {} {} {}|{}|{}",
         t.op.desc(),
@@ -25,7 +25,7 @@ fn line(g: &LlmGraph<'_>, id: crate::memory::sim::ggml::TensorId) -> String {
         t.ne[1],
         t.ne[2],
         t.ne[3],
-        t.name,
+        g.ctx.name(id),
         srcs.join(";")
     )
 }

@@ -15,7 +15,9 @@ pub mod qwen3;
 pub mod qwen3next;
 pub mod recurrent;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::gguf::GgmlType;
 use crate::memory::sim::ggml::{Ctx, Graph, TensorId};
@@ -110,20 +112,105 @@ pub struct LlmGraph<'a> {
     /// Other copies of weights already created (per-layer duplicates, the tied output), by model
     /// tensor index and location.
     copies: Vec<(usize, Location, TensorId)>,
-    /// Model tensor indices by name.
-    by_name: BTreeMap<&'a str, usize>,
+    /// Tensor indices by name and where each tensor lives.
+    lookup: Arc<Lookup<'a>>,
+    /// A reused buffer for `blk.{il}.{suffix}` names.
+    key: String,
+    /// The tensors whose backend depends on where the placement puts a tensor or a layer (resident
+    /// weights, the KV cache, recurrent state), for moving the graph to another placement of the
+    /// same shape ([`crate::memory::sim::GraphCache`]).
+    pub homes: Vec<(TensorId, Home)>,
+    /// The graph callback's pins to a layer's device, by layer.
+    pub pins: Vec<(TensorId, usize)>,
     /// The KV cache tensors already created, by layer: (K, V).
     cache: Vec<Option<(TensorId, Option<TensorId>)>>,
 }
 
+/// What decides a placement-dependent backend of a graph's tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// The primary copy of model tensor `i`: where the placement puts that tensor.
+    Weight(usize),
+    /// Layer `il`'s device (its KV cache and recurrent state, with the KV cache offloaded).
+    Layer(usize),
+}
+
+/// FNV-1a: the tensor-name lookups hash short strings thousands of times per graph, where the
+/// standard library's DoS-resistant SipHash costs more than the lookup (the names are the model's
+/// own, not an attacker's input to a long-lived table).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// What every graph of one model and placement looks up: the model's tensor indices by name and
+/// where each tensor's primary copy lives. Built once and shared by a prediction's reservations.
+#[derive(Clone, Debug)]
+pub struct Lookup<'a> {
+    by_name: HashMap<&'a str, usize, std::hash::BuildHasherDefault<Fnv>>,
+    /// By model tensor index; the host for tensors the placement does not allocate.
+    primary: Vec<Location>,
+}
+
+impl<'a> Lookup<'a> {
+    /// Where the placement put model tensor `index`'s primary copy.
+    pub fn primary(&self, index: usize) -> Location {
+        self.primary.get(index).copied().unwrap_or(Location::Host)
+    }
+
+    /// The lookup of `model`'s tensors under `placement`.
+    pub fn new(model: &'a ModelDescription, placement: &ResolvedPlacement) -> Lookup<'a> {
+        let mut primary = vec![Location::Host; model.tensors.len()];
+        for p in &placement.tensors {
+            if p.copy == TensorCopy::Primary {
+                if let Some(slot) = primary.get_mut(p.tensor) {
+                    *slot = p.location;
+                }
+            }
+        }
+        Lookup {
+            by_name: model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect(),
+            primary,
+        }
+    }
+}
+
 impl<'a> LlmGraph<'a> {
-    /// A graph for `ubatch` of `model` under `settings`, with llama.cpp's backend list for `placement`.
+    /// A graph for `ubatch` of `model` under `settings`, with llama.cpp's backend list for `placement`
+    /// and ggml's tensor names.
     pub fn new(
         model: &'a ModelDescription,
         settings: &'a ServerSettings,
         context: &'a ResolvedContext,
         placement: &'a ResolvedPlacement,
         ubatch: Ubatch,
+    ) -> LlmGraph<'a> {
+        let lookup = Arc::new(Lookup::new(model, placement));
+        LlmGraph::with_lookup(model, settings, context, placement, ubatch, lookup, Ctx::new())
+    }
+
+    /// [`LlmGraph::new`] with a shared [`Lookup`] (of `model` and `placement`) and an empty `ctx`
+    /// (named or not, [`Ctx::names`]).
+    pub fn with_lookup(
+        model: &'a ModelDescription,
+        settings: &'a ServerSettings,
+        context: &'a ResolvedContext,
+        placement: &'a ResolvedPlacement,
+        ubatch: Ubatch,
+        lookup: Arc<Lookup<'a>>,
+        ctx: Ctx,
     ) -> LlmGraph<'a> {
         let mut backends: Vec<Location> = placement.devices.iter().map(|&g| Location::Gpu(g)).collect();
         backends.push(Location::Host);
@@ -134,11 +221,14 @@ impl<'a> LlmGraph<'a> {
             placement,
             ubatch,
             backends,
-            ctx: Ctx::new(),
+            ctx,
             gf: Graph::new(),
             weights: vec![None; model.tensors.len()],
             copies: Vec::new(),
-            by_name: model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect(),
+            lookup,
+            key: String::new(),
+            homes: Vec::new(),
+            pins: Vec::new(),
             cache: vec![None; model.n_layer_all],
         }
     }
@@ -172,24 +262,23 @@ impl<'a> LlmGraph<'a> {
     fn resident(&mut self, index: usize, loc: Location) -> TensorId {
         let t = &self.model.tensors[index];
         let backend = self.backend_of(loc);
-        let ne: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
-        self.ctx.new_weight(&t.name, t.ggml_type, &ne, backend)
+        let mut ne = [1i64; crate::memory::sim::ggml::MAX_DIMS];
+        for (n, &d) in ne.iter_mut().zip(&t.dims) {
+            *n = d as i64;
+        }
+        self.ctx.new_weight(&t.name, t.ggml_type, &ne[..t.dims.len().clamp(1, ne.len())], backend)
     }
 
     /// The weight `name` as a leaf resident where the placement put it (its primary copy), or `None`
     /// if the model has no such tensor (llama.cpp's optional tensors are null pointers).
     pub fn weight(&mut self, name: &str) -> Option<TensorId> {
-        let index = *self.by_name.get(name)?;
+        let index = *self.lookup.by_name.get(name)?;
         if let Some(id) = self.weights[index] {
             return Some(id);
         }
-        let loc = self
-            .placement
-            .tensors
-            .iter()
-            .find(|p| p.tensor == index && p.copy == TensorCopy::Primary)
-            .map_or(Location::Host, |p| p.location);
+        let loc = self.lookup.primary[index];
         let id = self.resident(index, loc);
+        self.homes.push((id, Home::Weight(index)));
         self.weights[index] = Some(id);
         Some(id)
     }
@@ -197,7 +286,7 @@ impl<'a> LlmGraph<'a> {
     /// The copy of weight `name` at `loc` that llama.cpp made for a layer there (`TENSOR_DUPLICATED`:
     /// `rope_freqs`, the rope factors, models/llama.cpp:62-66), else its primary copy.
     fn weight_copy_at(&mut self, name: &str, loc: Location, kind: TensorCopy) -> Option<TensorId> {
-        let index = *self.by_name.get(name)?;
+        let index = *self.lookup.by_name.get(name)?;
         let has_copy =
             self.placement.tensors.iter().any(|p| p.tensor == index && p.copy == kind && p.location == loc);
         if !has_copy {
@@ -213,7 +302,12 @@ impl<'a> LlmGraph<'a> {
 
     /// `blk.{il}.{suffix}`, e.g. `self.layer_weight(3, "attn_q.weight")`.
     pub fn layer_weight(&mut self, il: usize, suffix: &str) -> Option<TensorId> {
-        self.weight(&format!("blk.{il}.{suffix}"))
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        let _ = write!(key, "blk.{il}.{suffix}");
+        let id = self.weight(&key);
+        self.key = key;
+        id
     }
 
     /// A global tensor every layer shares through its own duplicate (`rope_freqs.weight`), as layer
@@ -226,7 +320,7 @@ impl<'a> LlmGraph<'a> {
     /// `model.output`: `output.weight`, or with tied embeddings `token_embd.weight`, in its own copy
     /// on the output device when llama.cpp made one (llama-model-loader.cpp:1174-1181).
     pub fn output_weight(&mut self) -> Option<TensorId> {
-        if self.by_name.contains_key("output.weight") {
+        if self.lookup.by_name.contains_key("output.weight") {
             return self.weight("output.weight");
         }
         let loc = self.placement.output;
@@ -242,8 +336,10 @@ impl<'a> LlmGraph<'a> {
     /// `il < 0`) and, for a micro-batch under 32 tokens or a full offload, pins a layer's `norm` and
     /// `l_last` to that layer's device.
     pub fn cb(&mut self, cur: TensorId, name: &str, il: i32) {
-        let full = if il >= 0 { format!("{name}-{il}") } else { name.to_owned() };
-        self.ctx.set_name(cur, full);
+        if self.ctx.names {
+            let full = if il >= 0 { format!("{name}-{il}") } else { name.to_owned() };
+            self.ctx.set_name(cur, full);
+        }
         if (self.ubatch.n_tokens < 32 || self.full_offload())
             && il >= 0
             && (name == "norm" || name == "l_last")
@@ -251,7 +347,8 @@ impl<'a> LlmGraph<'a> {
             if let Some(&loc) = self.placement.layers.get(il as usize) {
                 // ggml_backend_supports_op holds for norm / add on every backend llama.cpp uses.
                 let b = self.backend_of(loc);
-                self.ctx.t_mut(cur).pinned = Some(b);
+                self.ctx.t_mut(cur).pinned = Some(b as u8);
+                self.pins.push((cur, il as usize));
             }
         }
     }
@@ -484,6 +581,12 @@ impl<'a> LlmGraph<'a> {
         let v = (!self.is_mla()).then(|| {
             self.ctx.new_resident(&format!("cache_v_l{il}"), tv, &[n_embd_v, cells, n_stream], backend)
         });
+        if self.context.kv_offload {
+            self.homes.push((k, Home::Layer(il)));
+            if let Some(v) = v {
+                self.homes.push((v, Home::Layer(il)));
+            }
+        }
         if let Some(slot) = self.cache.get_mut(il) {
             *slot = Some((k, v));
         }
@@ -854,7 +957,7 @@ impl<'a> LlmGraph<'a> {
             if !self.context.kv_offload {
                 // all nodes between the KV store and the attention output run on the CPU
                 let cpu = self.cpu_backend();
-                self.ctx.t_mut(cur).pinned = Some(cpu);
+                self.ctx.t_mut(cur).pinned = Some(cpu as u8);
             }
             cur
         };

@@ -688,7 +688,7 @@ mod tests {
             .iter()
             .map(|&id| {
                 let t = g.ctx.t(id);
-                (t.op.desc().to_owned(), t.ty.name().to_ascii_lowercase(), t.ne, t.name.clone())
+                (t.op.desc().to_owned(), t.ty.name().to_ascii_lowercase(), t.ne, g.ctx.name(id).to_owned())
             })
             .collect()
     }

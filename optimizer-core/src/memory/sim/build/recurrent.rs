@@ -83,6 +83,13 @@ impl RsInput {
         g.backend_of(loc)
     }
 
+    /// Records that `t`'s backend is layer `il`'s device, when [`RsInput::backend`] made it so.
+    fn record_home(g: &mut LlmGraph<'_>, t: TensorId, il: usize) {
+        if g.context.kv_offload {
+            g.homes.push((t, super::Home::Layer(il)));
+        }
+    }
+
     /// `get_r_l(il)`: `cache_r_l{il}`, F32 `[n_embd_r, n_rows]` (src/llama-memory-recurrent.cpp:102-105,
     /// type F32 from src/llama-model.cpp:2781).
     pub fn r_l(&mut self, g: &mut LlmGraph<'_>, il: usize) -> TensorId {
@@ -92,6 +99,7 @@ impl RsInput {
         let n_embd_r = g.model.layers[il].n_embd_r as i64;
         let (rows, backend) = (self.n_rows(g), RsInput::backend(g, il));
         let t = g.ctx.new_resident(&format!("cache_r_l{il}"), GgmlType::F32, &[n_embd_r, rows], backend);
+        RsInput::record_home(g, t, il);
         self.r_l[il] = Some(t);
         t
     }
@@ -105,6 +113,7 @@ impl RsInput {
         let n_embd_s = g.model.layers[il].n_embd_s as i64;
         let (rows, backend) = (self.n_rows(g), RsInput::backend(g, il));
         let t = g.ctx.new_resident(&format!("cache_s_l{il}"), GgmlType::F32, &[n_embd_s, rows], backend);
+        RsInput::record_home(g, t, il);
         self.s_l[il] = Some(t);
         t
     }

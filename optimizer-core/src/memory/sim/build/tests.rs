@@ -118,8 +118,8 @@ fn sim_nodes(row_argv: &[String], key: &str, gpus: usize) -> Vec<Node> {
                 op: t.op.desc().to_owned(),
                 ty: ggml_type_name(t.ty),
                 ne: t.ne,
-                name: t.name.clone(),
-                src: t.src.iter().flatten().map(|&s| g.ctx.t(s).name.clone()).collect(),
+                name: g.ctx.name(id).to_owned(),
+                src: t.src.iter().flatten().map(|&s| g.ctx.name(s).to_owned()).collect(),
             }
         })
         .filter(|n| n.op != Op::None.desc())
@@ -237,7 +237,7 @@ fn scheduled_lines(row_argv: &[String], key: &str, gpus: usize) -> Vec<String> {
         .enumerate()
         .map(|(i, &id)| {
             let t = ctx.t(id);
-            let src: Vec<&str> = t.src.iter().flatten().map(|&x| ctx.t(x).name.as_str()).collect();
+            let src: Vec<&str> = t.src.iter().flatten().map(|&x| ctx.name(x)).collect();
             format!(
                 "{} {} {} {} {} {} {}|{}|{}",
                 s.node_backend[i],
@@ -247,7 +247,7 @@ fn scheduled_lines(row_argv: &[String], key: &str, gpus: usize) -> Vec<String> {
                 t.ne[1],
                 t.ne[2],
                 t.ne[3],
-                t.name,
+                ctx.name(id),
                 src.join(";")
             )
         })
