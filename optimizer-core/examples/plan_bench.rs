@@ -68,12 +68,35 @@ fn main() -> ExitCode {
     let gpus = hw.gpus_at_load();
     let mut warm = Predictor::new(&model);
     let _ = warm.predict(&hand, &gpus);
-    for (label, fresh) in [("predict (warm Predictor)", false), ("predict (fresh Predictor)", true)] {
+    // The planner's loop: the same context, the layers and experts moved (four hand splits in turn,
+    // each predicted once before timing, so the predictor has built the context's graphs).
+    let mut moved = Vec::new();
+    for ot in [
+        "blk\\.([0-9]|1[0-5])\\.=CUDA0,blk\\.(1[6-9]|2[0-4])\\.=CUDA1,exps=CPU",
+        "blk\\.([0-9]|1[0-7])\\.=CUDA0,blk\\.(1[8-9]|2[0-6])\\.=CUDA1,exps=CPU",
+        "blk\\.(2[0-9]|3[0-9])\\.ffn_.*_exps=CPU",
+        "blk\\.([0-9]|1[0-6])\\.=CUDA0,blk\\.(1[7-9]|2[0-4])\\.=CUDA1,exps=CPU",
+    ] {
+        let words = format!("{words} -ngl 99 -ot {ot}");
+        let Ok(s) = ServerSettings::from_args(&words.split(' ').collect::<Vec<_>>()) else {
+            return ExitCode::FAILURE;
+        };
+        let _ = warm.predict(&s, &gpus);
+        moved.push(s);
+    }
+    for (label, how) in [
+        ("predict (warm Predictor, the same configuration)", 0),
+        ("predict (warm Predictor, another placement each run)", 1),
+        ("predict (fresh Predictor)", 2),
+    ] {
         let mut times = Vec::with_capacity(runs);
-        for _ in 0..runs.max(1) {
+        for run in 0..runs.max(1) {
             let t = Instant::now();
-            let r =
-                if fresh { Predictor::new(&model).predict(&hand, &gpus) } else { warm.predict(&hand, &gpus) };
+            let r = match how {
+                0 => warm.predict(&hand, &gpus),
+                1 => warm.predict(&moved[run % moved.len()], &gpus),
+                _ => Predictor::new(&model).predict(&hand, &gpus),
+            };
             times.push(t.elapsed());
             if let Err(e) = r {
                 eprintln!("error: {e}");

@@ -194,8 +194,16 @@ fn can_fuse_subgraph(
     if start + ops.len() > nodes.len() {
         return false;
     }
-    let idxs: Vec<usize> = (start..start + ops.len()).collect();
-    can_fuse_subgraph_ext(ctx, use_counts, nodes, &idxs, ops, outputs)
+    // the patterns are short: their indices fit on the stack
+    let mut idxs = [0usize; 32];
+    let Some(idxs) = idxs.get_mut(..ops.len()) else {
+        let idxs: Vec<usize> = (start..start + ops.len()).collect();
+        return can_fuse_subgraph_ext(ctx, use_counts, nodes, &idxs, ops, outputs);
+    };
+    for (k, idx) in idxs.iter_mut().enumerate() {
+        *idx = start + k;
+    }
+    can_fuse_subgraph_ext(ctx, use_counts, nodes, idxs, ops, outputs)
 }
 
 /// `ggml_are_same_shape`.

@@ -230,6 +230,8 @@ struct BuiltGraph {
     gf: ggml::Graph,
     homes: Vec<(ggml::TensorId, build::Home)>,
     pins: Vec<(ggml::TensorId, usize)>,
+    /// [`cuda_opt::use_counts`] of the graph.
+    use_counts: Vec<u32>,
 }
 
 impl BuiltGraph {
@@ -367,14 +369,15 @@ pub fn simulate_cached(
                     Ctx::unnamed(),
                 );
                 let g = build(g)?;
-                let built =
-                    BuiltGraph { key: key.clone(), ctx: g.ctx, gf: g.gf, homes: g.homes, pins: g.pins };
+                let use_counts = cuda_opt::use_counts(&g.ctx, &g.gf);
+                let (ctx, gf, homes, pins) = (g.ctx, g.gf, g.homes, g.pins);
+                let built = BuiltGraph { key: key.clone(), ctx, gf, homes, pins, use_counts };
                 (built.tensors_for(placement, &lookup), Some(built))
             }
         };
-        let gf =
-            cache.get(key).or(built.as_ref()).map(|b| &b.gf).ok_or(NotCovered::Missing("a built graph"))?;
-        let s = sched::schedule(&mut ctx, gf, &cfg).map_err(|e| NotCovered::Rejected(e.to_string()))?;
+        let b = cache.get(key).or(built.as_ref()).ok_or(NotCovered::Missing("a built graph"))?;
+        let s = sched::schedule_counted(&mut ctx, &b.gf, &cfg, &b.use_counts)
+            .map_err(|e| NotCovered::Rejected(e.to_string()))?;
         let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
         Ok((sizes, built))

@@ -174,9 +174,6 @@ pub struct Scheduled {
     pub leaf_backend: Vec<usize>,
     /// The splits.
     pub splits: Vec<Split>,
-    /// The backend of every tensor of the context as the scheduler assigned it (`None`: never
-    /// assigned), by arena index of the tensors that existed before scheduling.
-    pub tensor_backend: Vec<Option<usize>>,
 }
 
 impl Scheduled {
@@ -333,14 +330,25 @@ impl Sched<'_> {
 /// sources that read another backend's tensor are redirected to the copy in `ctx`, as ggml does, so
 /// `graph` must not be scheduled twice.
 pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Scheduled, SchedError> {
+    // the graph's use counts, from before the sources are redirected to the split inputs' copies
+    let use_counts = if cfg.cuda_fusion { cuda_opt::use_counts(ctx, graph) } else { Vec::new() };
+    schedule_counted(ctx, graph, cfg, &use_counts)
+}
+
+/// [`schedule`] with the graph's [`cuda_opt::use_counts`] counted already (they depend on the graph
+/// alone, not on where its tensors are).
+pub fn schedule_counted(
+    ctx: &mut Ctx,
+    graph: &Graph,
+    cfg: &SchedConfig,
+    use_counts: &[u32],
+) -> Result<Scheduled, SchedError> {
     let n_backends = cfg.backends.len();
     if n_backends == 0 || n_backends > MAX_BACKENDS || cfg.backends[n_backends - 1] != BackendKind::Cpu {
         return Err(SchedError::Backends(n_backends));
     }
     let n_copies = cfg.n_copies.max(1);
     let n_tensors = ctx.tensors.len();
-    // the graph's use counts, from before the sources are redirected to the split inputs' copies
-    let use_counts = if cfg.cuda_fusion { cuda_opt::use_counts(ctx, graph) } else { Vec::new() };
     let mut s = Sched {
         cfg,
         // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
@@ -584,7 +592,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
     let mut deps_of: Vec<u32> = Vec::new();
     for sp in &splits {
         if cfg.cuda_fusion && matches!(cfg.backends[sp.backend], BackendKind::Cuda(_)) {
-            let deps = cuda_opt::graph_optimize(ctx, &use_counts, &mut nodes[sp.i_start..sp.i_end]);
+            let deps = cuda_opt::graph_optimize(ctx, use_counts, &mut nodes[sp.i_start..sp.i_end]);
             for (tensor, until) in deps {
                 if deps_of.len() <= until.index() {
                     deps_of.resize(ctx.tensors.len().max(until.index() + 1), u32::MAX);
@@ -667,8 +675,7 @@ pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Sched
         leaf_backend.push(s.id(Some(leaf)).max(0) as usize);
     }
 
-    let tensor_backend = s.backend_ids.iter().map(|&b| usize::try_from(b).ok()).collect();
-    Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits, tensor_backend })
+    Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits })
 }
 
 /// `ggml_dup_tensor_layout` (ggml-backend.cpp:889-895): a new tensor of `t`'s type and shape with
