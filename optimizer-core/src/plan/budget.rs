@@ -107,7 +107,10 @@ impl Evaluation {
 /// Evaluates configurations of one model on one machine.
 #[derive(Clone, Debug)]
 pub struct Evaluator<'m> {
+    /// The phase model's compute buffers: the search's thousands of estimates.
     predictor: Predictor<'m>,
+    /// The graph-level simulation's: what a configuration is checked against.
+    checker: Predictor<'m>,
     gpus: Vec<memory::GpuAtLoad>,
     free: Vec<Bytes>,
     compute: ComputeReserve,
@@ -129,11 +132,12 @@ impl<'m> Evaluator<'m> {
         let free: Vec<Bytes> = (0..hardware.gpus.len()).map(|i| hardware.free_at_load(i)).collect();
         let gpus = hardware.gpus_at_load();
         Evaluator {
-            // The planner predicts hundreds of configurations per plan: it keeps the phase model's
-            // compute buffers (tens of microseconds each) until the
-            // graph-level simulation (tens of milliseconds a configuration today) reuses its graphs
-            // across the planner's placements. `splitplan memory` and the accuracy tests simulate.
+            // The search weighs hundreds of placements per plan with the phase model's compute
+            // buffers (tens of microseconds each); every placement it settles on is checked, and
+            // tightened, against the graph-level simulation (about a millisecond once the
+            // context's graphs are built), whose sizes are llama.cpp's.
             predictor: Predictor::new(model).with_simulation(false),
+            checker: Predictor::new(model),
             gpus,
             free,
             compute,
@@ -141,6 +145,13 @@ impl<'m> Evaluator<'m> {
             host_total: hardware.host_ram,
             host_reserve,
         }
+    }
+
+    /// This evaluator with its checks simulated (the default) or estimated by the phase model.
+    #[must_use]
+    pub fn with_simulated_checks(mut self, on: bool) -> Evaluator<'m> {
+        self.checker = self.checker.with_simulation(on);
+        self
     }
 
     /// The model.
@@ -163,9 +174,16 @@ impl<'m> Evaluator<'m> {
         &self.compute
     }
 
-    /// The memory prediction of `settings`.
+    /// The memory prediction of `settings` with the phase model's compute buffers: the search's
+    /// estimate.
     pub fn predict(&mut self, settings: &ServerSettings) -> Result<MemoryPrediction, PlanError> {
         Ok(self.predictor.predict(settings, &self.gpus)?)
+    }
+
+    /// The memory prediction of `settings` with simulated compute buffers where the simulation
+    /// covers the model (else the phase model's): what a configuration is checked against.
+    pub fn predict_checked(&mut self, settings: &ServerSettings) -> Result<MemoryPrediction, PlanError> {
+        Ok(self.checker.predict(settings, &self.gpus)?)
     }
 
     /// The compute buffer of GPU `i` in `prediction`, and whether it was given rather than
@@ -199,13 +217,29 @@ impl<'m> Evaluator<'m> {
             .unwrap_or(Bytes::ZERO)
     }
 
-    /// Evaluates `settings` against per-GPU `margins`.
+    /// Evaluates `settings` against per-GPU `margins`, with simulated compute buffers
+    /// ([`Evaluator::predict_checked`]).
     pub fn evaluate(
         &mut self,
         settings: &ServerSettings,
         margins: &[Bytes],
     ) -> Result<Evaluation, PlanError> {
+        let prediction = self.predict_checked(settings)?;
+        self.evaluation(prediction, margins)
+    }
+
+    /// [`Evaluator::evaluate`] with the phase model's compute buffers ([`Evaluator::predict`]): for
+    /// searches that weigh many contexts.
+    pub fn estimate(
+        &mut self,
+        settings: &ServerSettings,
+        margins: &[Bytes],
+    ) -> Result<Evaluation, PlanError> {
         let prediction = self.predict(settings)?;
+        self.evaluation(prediction, margins)
+    }
+
+    fn evaluation(&self, prediction: MemoryPrediction, margins: &[Bytes]) -> Result<Evaluation, PlanError> {
         let mut gpus = Vec::with_capacity(self.gpus.len());
         for (i, g) in self.gpus.iter().enumerate() {
             let row = prediction.devices.iter().find(|d| d.location == Location::Gpu(i));

@@ -86,15 +86,24 @@ pub fn max_context(
     let settings = ServerSettings::from_args(args)?;
     let mut planner = Planner::new(model, &settings, hardware, options)?;
     let train = model.n_ctx_train.max(CTX_STEP);
-    let fits = |planner: &mut Planner<'_>, n_ctx: u32| -> Result<bool, PlanError> {
+    // the bisection weighs each context with the phase model's compute buffers (a simulation builds
+    // the graphs of every new context); its answer is checked with the simulation, and bisected
+    // again with it below when the check fails
+    let fits = |planner: &mut Planner<'_>, n_ctx: u32, checked: bool| -> Result<bool, PlanError> {
         let mut s = settings.clone();
         s.ctx_size = CtxSize::Tokens(n_ctx);
-        Ok(planner.eval.evaluate(&s, margins)?.fits_gpus())
+        let eval =
+            if checked { planner.eval.evaluate(&s, margins)? } else { planner.eval.estimate(&s, margins)? };
+        Ok(eval.fits_gpus())
     };
-    if !fits(&mut planner, CTX_STEP)? {
+    if !fits(&mut planner, CTX_STEP, true)? {
         return Ok(0);
     }
-    bisect_largest(CTX_STEP, train - train % CTX_STEP, |c| fits(&mut planner, c))
+    let estimated = bisect_largest(CTX_STEP, train - train % CTX_STEP, |c| fits(&mut planner, c, false))?;
+    if fits(&mut planner, estimated, true)? {
+        return Ok(estimated);
+    }
+    bisect_largest(CTX_STEP, estimated, |c| fits(&mut planner, c, true))
 }
 
 /// The aggressive plan at each context of [`CONTEXT_LADDER`] below `from` (and at `from`): what each
@@ -134,6 +143,9 @@ fn steps_at(
     let mut steps = Vec::new();
     let mut opts = options.clone();
     opts.emulate_fit = false;
+    // a rung is an estimate of what stepping down buys; the context the user then picks is
+    // planned with the simulated checks
+    opts.simulate_checks = false;
     for n_ctx in contexts {
         let mut s = settings.clone();
         s.ctx_size = CtxSize::Tokens(n_ctx);

@@ -91,6 +91,10 @@ pub struct PlanOptions {
     /// Also emulate llama.cpp's `--fit` and look for `--fit-target` margins that reproduce each
     /// plan.
     pub emulate_fit: bool,
+    /// Check every placement the search settles on against the graph-level simulation of the
+    /// compute buffers (llama.cpp's own sizes) and tighten it until it keeps its margins there;
+    /// off, the phase model's estimate is the check too (faster, for the context ladder's rungs).
+    pub simulate_checks: bool,
 }
 
 impl Default for PlanOptions {
@@ -105,6 +109,7 @@ impl Default for PlanOptions {
             speed: SpeedModel::CALIBRATED,
             pins: Pins::default(),
             emulate_fit: true,
+            simulate_checks: true,
         }
     }
 }
@@ -264,7 +269,8 @@ impl<'m> Planner<'m> {
             .clone()
             .unwrap_or_else(|| (0..n).map(|i| settings.fit_target.for_device(i)).collect());
         let eval =
-            Evaluator::new(model, hardware, options.compute.clone(), options.overhead, options.host_reserve);
+            Evaluator::new(model, hardware, options.compute.clone(), options.overhead, options.host_reserve)
+                .with_simulated_checks(options.simulate_checks);
         Ok(Planner {
             model,
             hardware: hardware.clone(),

@@ -134,8 +134,9 @@ fn q5_settings() -> ServerSettings {
 }
 
 /// Qwen3-Coder-Next UD-Q5_K_XL at 262,144 tokens on the emulated user pair: both plans keep their
-/// margins under the memory prediction of their own flags, the aggressive plan holds at least as
-/// much as the moderate one and is at least as fast, and both use integer `-ts` and `--fit off`.
+/// margins under the memory prediction of their own flags, with llama.cpp's compute buffers as the
+/// graph-level simulation sizes them, the aggressive plan holds at least as much as the moderate one
+/// and is at least as fast, and both use integer `-ts` and `--fit off`.
 #[test]
 fn qwen3_coder_next_on_the_emulated_pair() {
     let model = fixture(Q5);
@@ -143,6 +144,7 @@ fn qwen3_coder_next_on_the_emulated_pair() {
     assert_eq!(set.n_ctx, 262_144);
     for p in [&set.aggressive, &set.moderate] {
         assert!(p.memory.fits_gpus(), "{:?}: {:?}", p.kind, p.memory.gpus);
+        assert!(p.memory.prediction.devices.iter().all(|d| d.compute.is_simulated()), "{:?}", p.kind);
         assert!(p.placement_args.windows(2).any(|w| w[0] == "--fit" && w[1] == "off"));
         assert!(p.placement_args.iter().any(|a| a == "-ts"));
         // What was checked is what is emitted: the flags parse back to the evaluated settings.
@@ -163,6 +165,17 @@ fn qwen3_coder_next_on_the_emulated_pair() {
     let fit = set.fit.unwrap();
     assert_eq!(&fit.fit_args[..6], &args("-c 262144 -ngl 49 -ts 19,30")[..]);
     assert!(fit.memory.gpus[0].left() < 128 * 1024 * 1024);
+}
+
+/// Without the simulated checks (the context ladder's rungs), the plans are checked against the
+/// phase model's estimate, whose compute buffers are not llama.cpp's to the byte.
+#[test]
+fn estimated_checks_use_the_phase_model() {
+    let model = fixture(Q5);
+    let opts = PlanOptions { simulate_checks: false, emulate_fit: false, ..PlanOptions::default() };
+    let set = plan(&model, &q5_settings(), &h200_pair(), &opts).unwrap();
+    assert!(set.aggressive.memory.prediction.devices.iter().all(|d| !d.compute.is_simulated()));
+    assert!(set.aggressive.memory.fits_gpus());
 }
 
 /// GLM-4.7-Flash Q8_0 at 131,072 tokens fits on the emulated pair whole. The search's costs
