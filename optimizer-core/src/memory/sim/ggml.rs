@@ -394,12 +394,15 @@ impl Ctx {
         }
     }
 
-    /// A copy of this context with room for `extra` more tensors before its arena moves.
-    #[must_use]
-    pub fn clone_with_room(&self, extra: usize) -> Ctx {
-        let mut tensors = Vec::with_capacity(self.tensors.len() + extra);
-        tensors.extend_from_slice(&self.tensors);
-        Ctx { tensors, error: self.error.clone(), names: self.names, name_table: self.name_table.clone() }
+    /// Makes this context a copy of `other`, with room for `extra` more tensors before its arena
+    /// moves, in this context's memory where it is large enough.
+    pub fn copy_from(&mut self, other: &Ctx, extra: usize) {
+        self.tensors.clear();
+        self.tensors.reserve(other.tensors.len() + extra);
+        self.tensors.extend_from_slice(&other.tensors);
+        self.error.clone_from(&other.error);
+        self.names = other.names;
+        self.name_table.clone_from(&other.name_table);
     }
 
     /// `name` of `id`: empty when it has none (or the context keeps no names).

@@ -232,6 +232,30 @@ struct BuiltGraph {
     pins: Vec<(ggml::TensorId, usize)>,
     /// [`cuda_opt::use_counts`] of the graph.
     use_counts: Vec<u32>,
+    /// The arena of the last copy, given back after its simulation.
+    scratch: Scratch,
+}
+
+/// A context kept for reuse: empty in a clone.
+#[derive(Debug, Default)]
+struct Scratch(std::sync::Mutex<Option<Ctx>>);
+
+impl Scratch {
+    fn take(&self) -> Option<Ctx> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, ctx: Ctx) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(ctx);
+        }
+    }
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Scratch {
+        Scratch::default()
+    }
 }
 
 impl BuiltGraph {
@@ -244,9 +268,11 @@ impl BuiltGraph {
             Location::Host => placement.devices.len(),
         };
         let layer = |il: usize| placement.layers.get(il).copied().unwrap_or(Location::Host);
-        // room for the scheduler's copies and dependency nodes, so that they do not move the arena
+        // the last copy's memory when it is free (a fresh allocation of a megabyte per prediction
+        // costs page faults), with room for the scheduler's copies and dependency nodes
         let n = self.ctx.tensors.len();
-        let mut ctx = self.ctx.clone_with_room(n / 4 + 64);
+        let mut ctx = self.scratch.take().unwrap_or_default();
+        ctx.copy_from(&self.ctx, n / 4 + 64);
         for &(id, home) in &self.homes {
             let loc = match home {
                 build::Home::Weight(i) => lookup.primary(i),
@@ -371,7 +397,8 @@ pub fn simulate_cached(
                 let g = build(g)?;
                 let use_counts = cuda_opt::use_counts(&g.ctx, &g.gf);
                 let (ctx, gf, homes, pins) = (g.ctx, g.gf, g.homes, g.pins);
-                let built = BuiltGraph { key: key.clone(), ctx, gf, homes, pins, use_counts };
+                let scratch = Scratch::default();
+                let built = BuiltGraph { key: key.clone(), ctx, gf, homes, pins, use_counts, scratch };
                 (built.tensors_for(placement, &lookup), Some(built))
             }
         };
@@ -380,6 +407,7 @@ pub fn simulate_cached(
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
         let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
+        b.scratch.put(ctx);
         Ok((sizes, built))
     };
     // each reservation starts from an empty allocator (ggml_gallocr_reserve_n resets it), so the
