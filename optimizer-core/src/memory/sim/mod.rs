@@ -417,11 +417,21 @@ pub fn simulate_cached(
         None => Vec::new(),
         Some((&(u, k), [])) => vec![reserve(u, k)],
         Some((&(u, k), rest)) => std::thread::scope(|scope| {
-            let others: Vec<_> = rest.iter().map(|&(u, k)| scope.spawn(move || reserve(u, k))).collect();
+            // a thread the system will not start (a process at its limit) leaves its job to this one
+            let others: Vec<_> = rest
+                .iter()
+                .map(|&(u, k)| {
+                    (u, k, std::thread::Builder::new().spawn_scoped(scope, move || reserve(u, k)).ok())
+                })
+                .collect();
             let mut results = vec![reserve(u, k)];
-            for h in others {
-                results
-                    .push(h.join().unwrap_or(Err(NotCovered::Missing("a reservation thread that finished"))));
+            for (u, k, h) in others {
+                results.push(match h {
+                    Some(h) => {
+                        h.join().unwrap_or(Err(NotCovered::Missing("a reservation thread that finished")))
+                    }
+                    None => reserve(u, k),
+                });
             }
             results
         }),
