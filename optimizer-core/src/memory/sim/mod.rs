@@ -259,6 +259,20 @@ impl Clone for Scratch {
 }
 
 impl BuiltGraph {
+    /// Runs the builder of `g`'s architecture on it and keeps the result for `key`.
+    fn build(key: &ShapeKey, g: LlmGraph<'_>) -> Result<BuiltGraph, NotCovered> {
+        let g = build(g)?;
+        Ok(BuiltGraph {
+            key: key.clone(),
+            use_counts: cuda_opt::use_counts(&g.ctx, &g.gf),
+            ctx: g.ctx,
+            gf: g.gf,
+            homes: g.homes,
+            pins: g.pins,
+            scratch: Scratch::default(),
+        })
+    }
+
     /// A copy of the graph's tensors with the backends of `placement` (of the same [`ShapeKey`]).
     fn tensors_for(&self, placement: &ResolvedPlacement, lookup: &build::Lookup<'_>) -> Ctx {
         let backend_of = |loc: Location| match loc {
@@ -380,29 +394,23 @@ pub fn simulate_cached(
     let lookup = std::sync::Arc::new(build::Lookup::new(model, placement));
     let keys: Vec<ShapeKey> = distinct.iter().map(|&u| ShapeKey::new(model, context, placement, u)).collect();
     let reserve = |ubatch: Ubatch, key: &ShapeKey| -> Reserved {
-        let (mut ctx, built) = if let Some(b) = cache.get(key) {
-            (b.tensors_for(placement, &lookup), None)
+        let built = if cache.get(key).is_some() {
+            None
         } else {
-            {
-                // unnamed: names decide nothing the scheduler or the allocator does
-                let g = LlmGraph::with_lookup(
-                    model,
-                    settings,
-                    context,
-                    placement,
-                    ubatch,
-                    lookup.clone(),
-                    Ctx::unnamed(),
-                );
-                let g = build(g)?;
-                let use_counts = cuda_opt::use_counts(&g.ctx, &g.gf);
-                let (ctx, gf, homes, pins) = (g.ctx, g.gf, g.homes, g.pins);
-                let scratch = Scratch::default();
-                let built = BuiltGraph { key: key.clone(), ctx, gf, homes, pins, use_counts, scratch };
-                (built.tensors_for(placement, &lookup), Some(built))
-            }
+            // unnamed: names decide nothing the scheduler or the allocator does
+            let g = LlmGraph::with_lookup(
+                model,
+                settings,
+                context,
+                placement,
+                ubatch,
+                lookup.clone(),
+                Ctx::unnamed(),
+            );
+            Some(BuiltGraph::build(key, g)?)
         };
-        let b = cache.get(key).or(built.as_ref()).ok_or(NotCovered::Missing("a built graph"))?;
+        let b = built.as_ref().or_else(|| cache.get(key)).ok_or(NotCovered::Missing("a built graph"))?;
+        let mut ctx = b.tensors_for(placement, &lookup);
         let s = sched::schedule_counted(&mut ctx, &b.gf, &cfg, &b.use_counts)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
         let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
