@@ -134,7 +134,7 @@ impl<'m> Evaluator<'m> {
         Evaluator {
             // The search weighs hundreds of placements per plan with the phase model's compute
             // buffers (tens of microseconds each); every placement it settles on is checked, and
-            // tightened, against the graph-level simulation (about a millisecond once the
+            // tightened, against the graph-level simulation (1-2 ms once the
             // context's graphs are built), whose sizes are llama.cpp's.
             predictor: Predictor::new(model).with_simulation(false),
             checker: Predictor::new(model),
