@@ -601,6 +601,9 @@ impl Gallocr<'_> {
         }
 
         // count children and views; allocate the graph's inputs before anything can overwrite them
+        // (each node's sources gathered on the way, for the two walks over them below)
+        let mut srcs: Vec<TensorId> = Vec::with_capacity(graph.nodes.len() * 2);
+        let mut src_end: Vec<u32> = Vec::with_capacity(graph.nodes.len());
         for (i, &node) in graph.nodes.iter().enumerate() {
             let t = ctx.t(node);
             // NONE nodes are the scheduler's dependencies, not views anyone reads through
@@ -613,17 +616,21 @@ impl Gallocr<'_> {
                 self.allocate_node(node, node_buffer[i])?;
             }
             for src in t.src.iter().flatten().copied() {
+                srcs.push(src);
                 self.hash[src.index()].n_children += 1;
                 if ctx.t(src).flags & FLAG_INPUT != 0 {
                     self.allocate_node(src, node_buffer[i])?;
                 }
             }
+            src_end.push(srcs.len() as u32);
         }
 
+        let mut src_start = 0usize;
         for (i, &node) in graph.nodes.iter().enumerate() {
-            let t = ctx.t(node);
             let buffer_id = node_buffer[i];
-            for parent in t.src.iter().flatten().copied() {
+            let node_srcs = &srcs[src_start..src_end[i] as usize];
+            src_start = src_end[i] as usize;
+            for &parent in node_srcs {
                 self.allocate_node(parent, buffer_id)?;
             }
             self.allocate_node(node, buffer_id)?;
@@ -631,7 +638,7 @@ impl Gallocr<'_> {
                 s.push(Step::Node(i));
             }
 
-            for parent in t.src.iter().flatten().copied() {
+            for &parent in node_srcs {
                 let p_hn = &mut self.hash[parent.index()];
                 p_hn.n_children -= 1;
                 if p_hn.n_children != 0 || p_hn.n_views != 0 {

@@ -230,8 +230,8 @@ struct BuiltGraph {
     gf: ggml::Graph,
     homes: Vec<(ggml::TensorId, build::Home)>,
     pins: Vec<(ggml::TensorId, usize)>,
-    /// [`cuda_opt::use_counts`] of the graph.
-    use_counts: Vec<u32>,
+    /// What the scheduler works out of the graph once.
+    prepared: sched::Prepared,
     /// The arena of the last copy, given back after its simulation.
     scratch: Scratch,
 }
@@ -264,7 +264,7 @@ impl BuiltGraph {
         let g = build(g)?;
         Ok(BuiltGraph {
             key: key.clone(),
-            use_counts: cuda_opt::use_counts(&g.ctx, &g.gf),
+            prepared: sched::Prepared::new(&g.ctx, &g.gf),
             ctx: g.ctx,
             gf: g.gf,
             homes: g.homes,
@@ -411,7 +411,7 @@ pub fn simulate_cached(
         };
         let b = built.as_ref().or_else(|| cache.get(key)).ok_or(NotCovered::Missing("a built graph"))?;
         let mut ctx = b.tensors_for(placement, &lookup);
-        let s = sched::schedule_counted(&mut ctx, &b.gf, &cfg, &b.use_counts)
+        let s = sched::schedule_prepared(&mut ctx, &b.gf, &cfg, &b.prepared)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;
         let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
             .map_err(|e| NotCovered::Rejected(e.to_string()))?;

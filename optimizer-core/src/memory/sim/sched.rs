@@ -330,19 +330,47 @@ impl Sched<'_> {
 /// sources that read another backend's tensor are redirected to the copy in `ctx`, as ggml does, so
 /// `graph` must not be scheduled twice.
 pub fn schedule(ctx: &mut Ctx, graph: &Graph, cfg: &SchedConfig) -> Result<Scheduled, SchedError> {
-    // the graph's use counts, from before the sources are redirected to the split inputs' copies
-    let use_counts = if cfg.cuda_fusion { cuda_opt::use_counts(ctx, graph) } else { Vec::new() };
-    schedule_counted(ctx, graph, cfg, &use_counts)
+    let prepared = Prepared::new(ctx, graph);
+    schedule_prepared(ctx, graph, cfg, &prepared)
 }
 
-/// [`schedule`] with the graph's [`cuda_opt::use_counts`] counted already (they depend on the graph
-/// alone, not on where its tensors are).
-pub fn schedule_counted(
+/// What the scheduler needs to know of a graph that does not depend on where its tensors are, so
+/// that a graph scheduled for many placements works it out once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// [`cuda_opt::use_counts`]: from before the sources are redirected to the split inputs' copies.
+    pub use_counts: Vec<u32>,
+    /// The nodes whose backend the first pass can find (`ggml_backend_sched_backend_id_from_cur`):
+    /// those in a buffer or viewing a tensor, the graph inputs, and those with a weight among their
+    /// sources. For every other node it finds none, wherever the tensors are.
+    pub placed_nodes: Vec<TensorId>,
+}
+
+impl Prepared {
+    /// The facts of `graph`.
+    pub fn new(ctx: &Ctx, graph: &Graph) -> Prepared {
+        let placed = |&id: &TensorId| {
+            let t = ctx.t(id);
+            t.backend.is_some()
+                || t.view_src.is_some()
+                || t.flags & FLAG_INPUT != 0
+                || t.src.iter().flatten().any(|s| ctx.t(*s).backend.is_some() && ctx.t(*s).weight)
+        };
+        Prepared {
+            use_counts: cuda_opt::use_counts(ctx, graph),
+            placed_nodes: graph.nodes.iter().copied().filter(placed).collect(),
+        }
+    }
+}
+
+/// [`schedule`] with the graph's [`Prepared`] facts worked out already.
+pub fn schedule_prepared(
     ctx: &mut Ctx,
     graph: &Graph,
     cfg: &SchedConfig,
-    use_counts: &[u32],
+    prepared: &Prepared,
 ) -> Result<Scheduled, SchedError> {
+    let use_counts: &[u32] = if cfg.cuda_fusion { &prepared.use_counts } else { &[] };
     let n_backends = cfg.backends.len();
     if n_backends == 0 || n_backends > MAX_BACKENDS || cfg.backends[n_backends - 1] != BackendKind::Cpu {
         return Err(SchedError::Backends(n_backends));
@@ -371,7 +399,7 @@ pub fn schedule_counted(
             s.backend_ids[leaf.index()] = s.backend_id_from_cur(ctx, leaf)?;
         }
     }
-    for &node in &nodes {
+    for &node in &prepared.placed_nodes {
         if s.id(Some(node)) == -1 {
             s.backend_ids[node.index()] = s.backend_id_from_cur(ctx, node)?;
         }
