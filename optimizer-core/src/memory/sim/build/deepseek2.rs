@@ -236,18 +236,11 @@ impl LlmGraph<'_> {
         }
 
         // deepseek2.cpp:692-714
-        let mut cur = self.build_norm(inp_l, Some(output_norm), None, NormType::Rms, -1);
+        let cur = self.build_norm(inp_l, Some(output_norm), None, NormType::Rms, -1);
         self.cb(cur, "h_nextn", -1);
         self.cb(cur, "result_norm", -1);
-        // res->t_h_nextn and res->t_embd, outputs (llm_graph_result::set_outputs,
-        // llama-graph.cpp:1396-1408)
-        self.ctx.set_output(cur);
-        cur = self.ctx.mul_mat(output, cur);
-        self.cb(cur, "result_output", -1);
-        // res->t_logits
-        self.ctx.set_output(cur);
-        self.expand(cur);
-        Ok(cur)
+        // res->t_h_nextn is the same tensor as res->t_embd (llama-graph.cpp:1406-1408)
+        Ok(self.build_result(cur, Some(output)))
     }
 }
 

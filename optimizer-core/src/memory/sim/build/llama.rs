@@ -66,14 +66,8 @@ pub fn build(g: &mut LlmGraph<'_>) {
     }
 
     let output_norm = g.weight("output_norm.weight");
-    let mut cur = g.build_norm(inp_l, output_norm, None, NormType::Rms, -1);
+    let cur = g.build_norm(inp_l, output_norm, None, NormType::Rms, -1);
     g.cb(cur, "result_norm", -1);
-    // res->t_embd and res->t_logits, outputs (llm_graph_result::set_outputs, llama-graph.cpp:1396-1402)
-    g.ctx.set_output(cur);
-    if let Some(output) = g.output_weight() {
-        cur = g.build_lora_mm(output, cur, None);
-    }
-    g.cb(cur, "result_output", -1);
-    g.ctx.set_output(cur);
-    g.expand(cur);
+    let output = g.output_weight();
+    g.build_result(cur, output);
 }

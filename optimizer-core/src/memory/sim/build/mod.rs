@@ -353,6 +353,21 @@ impl<'a> LlmGraph<'a> {
         }
     }
 
+    /// The graph's end (`llm_graph_result::set_outputs`, src/llama-graph.cpp:1396-1402): `norm`, named
+    /// `result_norm` by the builder, is `res->t_embd`; projected by the LM head `output` it is
+    /// `result_output`, `res->t_logits`. Both are outputs; the graph is expanded from the logits.
+    pub fn build_result(&mut self, norm: TensorId, output: Option<TensorId>) -> TensorId {
+        self.ctx.set_output(norm);
+        let mut cur = norm;
+        if let Some(output) = output {
+            cur = self.build_lora_mm(output, cur, None);
+        }
+        self.cb(cur, "result_output", -1);
+        self.ctx.set_output(cur);
+        self.expand(cur);
+        cur
+    }
+
     /// `ggml_build_forward_expand(gf, t)`.
     pub fn expand(&mut self, t: TensorId) {
         self.gf.build_forward_expand(&mut self.ctx, t);

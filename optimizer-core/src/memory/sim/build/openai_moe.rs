@@ -87,13 +87,6 @@ pub fn build(g: &mut LlmGraph<'_>) {
     let output_norm = g.weight("output_norm.weight");
     cur = g.build_norm(cur, output_norm, None, NormType::Rms, -1);
     g.cb(cur, "result_norm", -1);
-    // res->t_embd (llama-graph.cpp:1400-1402)
-    g.ctx.set_output(cur);
-    if let Some(output) = g.output_weight() {
-        cur = g.build_lora_mm(output, cur, None);
-    }
-    g.cb(cur, "result_output", -1);
-    // res->t_logits (llama-graph.cpp:1397-1399)
-    g.ctx.set_output(cur);
-    g.expand(cur);
+    let output = g.output_weight();
+    g.build_result(cur, output);
 }

@@ -109,17 +109,8 @@ pub fn build(g: &mut LlmGraph<'_>) {
 
     cur = g.ctx.get_rows(cur, inp_out_ids);
     g.cb(cur, "result_norm", -1);
-    // res->t_embd (llama-graph.cpp:1400-1402)
-    g.ctx.set_output(cur);
-
     let output = g.weight("output.weight").or_else(|| g.weight("token_embd.weight"));
-    if let Some(output) = output {
-        cur = g.build_lora_mm(output, cur, None);
-    }
-    g.cb(cur, "result_output", -1);
-    // res->t_logits (llama-graph.cpp:1397-1399)
-    g.ctx.set_output(cur);
-    g.expand(cur);
+    g.build_result(cur, output);
 }
 
 /// `build_layer_attn` (src/models/qwen3next.cpp:258-342): gated full attention with a joint
