@@ -853,6 +853,12 @@ impl<'a> LlmGraph<'a> {
         if let Some(r) = kv.v_rot {
             cur = self.mul_mat_hadamard(cur, r);
         }
+        self.attn_output(cur, wo, wo_b)
+    }
+
+    /// The attention's output projection `wo` and bias `wo_b`, where the layer has them (the end of
+    /// every `build_attn`, src/llama-graph.cpp).
+    fn attn_output(&mut self, mut cur: TensorId, wo: Option<TensorId>, wo_b: Option<TensorId>) -> TensorId {
         if let Some(w) = wo {
             cur = self.build_lora_mm(w, cur, None);
         }
@@ -889,15 +895,9 @@ impl<'a> LlmGraph<'a> {
         let (ne, nb) = (self.ctx.ne(k), self.ctx.nb(k));
         let v_ne0 = self.ctx.ne(v_cur)[0];
         let v = self.ctx.view(k, &[v_ne0, ne[1], ne[2], ne[3]], &[nb[1], nb[2], nb[3]], 0);
-        let mut cur = self.build_attn_mha(q_cur, k, v, kq_b, kv.kq_mask, sinks, v_mla, il);
+        let cur = self.build_attn_mha(q_cur, k, v, kq_b, kv.kq_mask, sinks, v_mla, il);
         self.cb(cur, "kqv_out", il as i32);
-        if let Some(w) = wo {
-            cur = self.build_lora_mm(w, cur, None);
-        }
-        if let Some(b) = wo_b {
-            cur = self.ctx.add(cur, b);
-        }
-        cur
+        self.attn_output(cur, wo, wo_b)
     }
 
     /// `build_attn_mha` (src/llama-graph.cpp:2691-2830): attention over `[n_embd_head, n_head,
