@@ -373,6 +373,22 @@ pub struct Ctx {
     /// `name` of each tensor by arena index (ggml keeps 63 bytes; kept whole here), as far as any
     /// tensor has one.
     name_table: Vec<String>,
+    /// What to undo, while the context is lent to one simulation ([`Ctx::begin_journal`]).
+    journal: Journal,
+}
+
+/// What a context had before the changes since [`Ctx::begin_journal`] (its memory kept from one
+/// simulation to the next).
+#[derive(Clone, Debug, Default)]
+struct Journal {
+    active: bool,
+    /// The number of tensors: later ones are dropped.
+    mark: usize,
+    /// Each earlier tensor as it was before a change, in the order of the changes.
+    tensors: Vec<(TensorId, Tensor)>,
+    /// Each earlier name as it was before a change.
+    names: Vec<(usize, String)>,
+    error: Option<String>,
 }
 
 impl Ctx {
@@ -394,17 +410,6 @@ impl Ctx {
         }
     }
 
-    /// Makes this context a copy of `other`, with room for `extra` more tensors before its arena
-    /// moves, in this context's memory where it is large enough.
-    pub fn copy_from(&mut self, other: &Ctx, extra: usize) {
-        self.tensors.clear();
-        self.tensors.reserve(other.tensors.len() + extra);
-        self.tensors.extend_from_slice(&other.tensors);
-        self.error.clone_from(&other.error);
-        self.names = other.names;
-        self.name_table.clone_from(&other.name_table);
-    }
-
     /// `name` of `id`: empty when it has none (or the context keeps no names).
     pub fn name(&self, id: TensorId) -> &str {
         self.name_table.get(id.index()).map_or("", String::as_str)
@@ -417,7 +422,41 @@ impl Ctx {
 
     /// The tensor `id`, to change (name, flags).
     pub fn t_mut(&mut self, id: TensorId) -> &mut Tensor {
+        let j = &mut self.journal;
+        if j.active && id.index() < j.mark {
+            j.tensors.push((id, self.tensors[id.index()]));
+        }
         &mut self.tensors[id.index()]
+    }
+
+    /// Starts recording changes, so that [`Ctx::rollback`] can undo them: the tensors added
+    /// after this point and every change to the tensors before it (a cached graph is scheduled in
+    /// place for each placement, then given back as it was). A journal already open is kept.
+    pub fn begin_journal(&mut self) {
+        let j = &mut self.journal;
+        if !j.active {
+            j.active = true;
+            j.mark = self.tensors.len();
+            j.error.clone_from(&self.error);
+        }
+    }
+
+    /// Undoes every change since [`Ctx::begin_journal`] and stops recording.
+    pub fn rollback(&mut self) {
+        let j = &mut self.journal;
+        if !j.active {
+            return;
+        }
+        j.active = false;
+        for (id, t) in j.tensors.drain(..).rev() {
+            self.tensors[id.index()] = t;
+        }
+        self.tensors.truncate(j.mark);
+        for (i, name) in j.names.drain(..).rev() {
+            self.name_table[i] = name;
+        }
+        self.name_table.truncate(j.mark);
+        self.error = j.error.take();
     }
 
     /// `ne` of `id`.
@@ -503,7 +542,11 @@ impl Ctx {
             if self.name_table.len() <= id.index() {
                 self.name_table.resize(id.index() + 1, String::new());
             }
-            self.name_table[id.index()] = name.into();
+            let old = std::mem::replace(&mut self.name_table[id.index()], name.into());
+            let j = &mut self.journal;
+            if j.active && id.index() < j.mark {
+                j.names.push((id.index(), old));
+            }
         }
         id
     }
@@ -1061,5 +1104,44 @@ impl Graph {
             self.pending = pending;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every change made while the journal is open is undone: sources, flags, names, the first
+    /// error and the tensors added; the next journal starts clean.
+    #[test]
+    fn rollback_gives_the_context_back_as_it_was() {
+        let mut ctx = Ctx::new();
+        let a = ctx.new_tensor(GgmlType::F32, &[8, 4]);
+        ctx.set_name(a, "a");
+        let b = ctx.new_tensor(GgmlType::F32, &[8, 4]);
+        let sum = ctx.add(a, b);
+        ctx.set_name(sum, "sum");
+        let (tensors, names) = (ctx.tensors.clone(), ctx.name_table.clone());
+        for _ in 0..2 {
+            ctx.begin_journal();
+            let copy = ctx.dup_tensor(a);
+            ctx.set_name(copy, "copy");
+            ctx.t_mut(sum).src[0] = Some(copy);
+            ctx.t_mut(sum).flags |= FLAG_OUTPUT;
+            ctx.set_input(a);
+            ctx.set_name(a, "renamed");
+            let bad = ctx.new_tensor(GgmlType::F32, &[3, 4]);
+            ctx.add(a, bad);
+            assert!(ctx.error.is_some());
+            assert_eq!(ctx.name(sum), "sum");
+            ctx.rollback();
+            assert_eq!(ctx.tensors, tensors);
+            assert_eq!(ctx.name_table, names);
+            assert_eq!(ctx.error, None);
+        }
+        // outside a journal, changes stay
+        ctx.set_input(b);
+        ctx.rollback();
+        assert_eq!(ctx.t(b).flags & FLAG_INPUT, FLAG_INPUT);
     }
 }

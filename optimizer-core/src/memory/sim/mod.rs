@@ -223,38 +223,39 @@ impl ShapeKey {
 }
 
 /// A graph as its builder left it, before scheduling, with what moves it to another placement.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct BuiltGraph {
     key: ShapeKey,
-    ctx: Ctx,
+    /// The graph's tensors. Each simulation moves them to its placement and schedules them in
+    /// place, and gives them back as they were ([`Ctx::rollback`]): a copy per prediction costs
+    /// more than the changes do. The lock is never contended (each job has its own shape).
+    ctx: std::sync::Mutex<Ctx>,
     gf: ggml::Graph,
     homes: Vec<(ggml::TensorId, build::Home)>,
     pins: Vec<(ggml::TensorId, usize)>,
     /// What the scheduler works out of the graph once.
     prepared: sched::Prepared,
-    /// The arena of the last copy, given back after its simulation.
-    scratch: Scratch,
 }
 
-/// A context kept for reuse: empty in a clone.
-#[derive(Debug, Default)]
-struct Scratch(std::sync::Mutex<Option<Ctx>>);
-
-impl Scratch {
-    fn take(&self) -> Option<Ctx> {
-        self.0.lock().ok().and_then(|mut s| s.take())
-    }
-
-    fn put(&self, ctx: Ctx) {
-        if let Ok(mut s) = self.0.lock() {
-            *s = Some(ctx);
+impl Clone for BuiltGraph {
+    fn clone(&self) -> BuiltGraph {
+        BuiltGraph {
+            key: self.key.clone(),
+            ctx: std::sync::Mutex::new(self.tensors().clone()),
+            gf: self.gf.clone(),
+            homes: self.homes.clone(),
+            pins: self.pins.clone(),
+            prepared: self.prepared.clone(),
         }
     }
 }
 
-impl Clone for Scratch {
-    fn clone(&self) -> Scratch {
-        Scratch::default()
+/// A context lent to one simulation: its changes are undone when it goes, even on a panic.
+struct Lent<'a>(std::sync::MutexGuard<'a, Ctx>);
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.0.rollback();
     }
 }
 
@@ -265,16 +266,27 @@ impl BuiltGraph {
         Ok(BuiltGraph {
             key: key.clone(),
             prepared: sched::Prepared::new(&g.ctx, &g.gf),
-            ctx: g.ctx,
+            ctx: std::sync::Mutex::new(g.ctx),
             gf: g.gf,
             homes: g.homes,
             pins: g.pins,
-            scratch: Scratch::default(),
         })
     }
 
-    /// A copy of the graph's tensors with the backends of `placement` (of the same [`ShapeKey`]).
-    fn tensors_for(&self, placement: &ResolvedPlacement, lookup: &build::Lookup<'_>) -> Ctx {
+    /// The tensors, as the last simulation gave them back (a panic in one is rolled back before
+    /// its lock is released, so a poisoned lock still holds the graph).
+    fn tensors(&self) -> std::sync::MutexGuard<'_, Ctx> {
+        self.ctx.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the graph's tensors with the backends of `placement` (of the same
+    /// [`ShapeKey`]), and undoes whatever `f` changed.
+    fn simulate_on<R>(
+        &self,
+        placement: &ResolvedPlacement,
+        lookup: &build::Lookup<'_>,
+        f: impl FnOnce(&mut Ctx) -> R,
+    ) -> R {
         let backend_of = |loc: Location| match loc {
             Location::Gpu(g) => {
                 placement.devices.iter().position(|&d| d == g).unwrap_or(placement.devices.len())
@@ -282,11 +294,9 @@ impl BuiltGraph {
             Location::Host => placement.devices.len(),
         };
         let layer = |il: usize| placement.layers.get(il).copied().unwrap_or(Location::Host);
-        // the last copy's memory when it is free (a fresh allocation of a megabyte per prediction
-        // costs page faults), with room for the scheduler's copies and dependency nodes
-        let n = self.ctx.tensors.len();
-        let mut ctx = self.scratch.take().unwrap_or_default();
-        ctx.copy_from(&self.ctx, n / 4 + 64);
+        let mut ctx = self.tensors();
+        // every tensor whose backend depends on the placement is set here, so none is left from
+        // the last placement
         for &(id, home) in &self.homes {
             let loc = match home {
                 build::Home::Weight(i) => lookup.primary(i),
@@ -297,7 +307,9 @@ impl BuiltGraph {
         for &(id, il) in &self.pins {
             ctx.t_mut(id).pinned = Some(backend_of(layer(il)) as u8);
         }
-        ctx
+        ctx.begin_journal();
+        let mut lent = Lent(ctx);
+        f(&mut lent.0)
     }
 }
 
@@ -410,12 +422,12 @@ pub fn simulate_cached(
             Some(BuiltGraph::build(key, g)?)
         };
         let b = built.as_ref().or_else(|| cache.get(key)).ok_or(NotCovered::Missing("a built graph"))?;
-        let mut ctx = b.tensors_for(placement, &lookup);
-        let s = sched::schedule_prepared(&mut ctx, &b.gf, &cfg, &b.prepared)
-            .map_err(|e| NotCovered::Rejected(e.to_string()))?;
-        let sizes = alloc::reserve(&ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
-            .map_err(|e| NotCovered::Rejected(e.to_string()))?;
-        b.scratch.put(ctx);
+        let sizes = b.simulate_on(placement, &lookup, |ctx| {
+            let s = sched::schedule_prepared(ctx, &b.gf, &cfg, &b.prepared)
+                .map_err(|e| NotCovered::Rejected(e.to_string()))?;
+            alloc::reserve(ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
+                .map_err(|e| NotCovered::Rejected(e.to_string()))
+        })?;
         Ok((sizes, built))
     };
     // each reservation starts from an empty allocator (ggml_gallocr_reserve_n resets it), so the
