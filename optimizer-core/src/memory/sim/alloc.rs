@@ -431,14 +431,33 @@ impl DynTallocr {
     }
 }
 
-/// `struct hash_node` (ggml-alloc.c:455-461).
+/// `struct hash_node` (ggml-alloc.c:455-461), with the size the tensor asks of its buffer (which
+/// ggml works out again each time it frees it: the same value, as the tensor does not change).
 #[derive(Clone, Copy, Debug, Default)]
 struct HashNode {
+    /// `ggml_backend_buft_get_alloc_size` of the buffer the tensor is in, once it has an address.
+    size: u64,
+    offset: u64,
     n_children: i32,
     n_views: i32,
-    buffer_id: usize,
-    addr: Addr,
+    buffer_id: u8,
+    chunk: u8,
     allocated: bool,
+}
+
+impl HashNode {
+    fn addr(&self) -> Addr {
+        Addr { chunk: usize::from(self.chunk), offset: self.offset }
+    }
+
+    /// Gives the tensor its memory: `size` bytes at `addr` of `buffer`.
+    fn place(&mut self, buffer: usize, addr: Addr, size: u64) {
+        // at most MAX_CHUNKS chunks; the buffers are the backends' (MAX_BACKENDS)
+        self.buffer_id = buffer as u8;
+        self.chunk = addr.chunk as u8;
+        self.offset = addr.offset;
+        self.size = size;
+    }
 }
 
 /// One step of the allocator, for tests that follow a trace line by line.
@@ -482,25 +501,37 @@ impl Gallocr<'_> {
         self.ctx.t(id).backend.is_some() || self.hash[id.index()].allocated
     }
 
-    /// `ggml_gallocr_free_extra_space` (ggml-alloc.c:592-620).
-    fn free_extra_space(&mut self, node: TensorId, parent: TensorId) -> Result<(), AllocError> {
+    /// `ggml_gallocr_free_extra_space` (ggml-alloc.c:592-620): `node` has taken the memory of
+    /// `parent`, which asked its buffer for `parent_size` bytes.
+    fn free_extra_space(
+        &mut self,
+        node: TensorId,
+        parent: TensorId,
+        parent_size: u64,
+    ) -> Result<(), AllocError> {
         let (hn, p_hn) = (self.hash[node.index()], self.hash[parent.index()]);
-        let parent_size = self.alloc_size(p_hn.buffer_id, parent);
-        let node_size = self.alloc_size(hn.buffer_id, node);
-        let alignment = self.tallocs[self.talloc_of[p_hn.buffer_id]].alignment;
-        let (parent_size, node_size) = (aligned(parent_size, alignment), aligned(node_size, alignment));
+        let buffer = usize::from(p_hn.buffer_id);
+        let alignment = self.tallocs[self.talloc_of[buffer]].alignment;
+        let (parent_size, node_size) = (aligned(parent_size, alignment), aligned(hn.size, alignment));
         if parent_size > node_size {
-            let addr = Addr { chunk: p_hn.addr.chunk, offset: p_hn.addr.offset + node_size };
+            let addr = Addr { chunk: usize::from(p_hn.chunk), offset: p_hn.offset + node_size };
             let size = parent_size - node_size;
-            if !self.tallocs[self.talloc_of[p_hn.buffer_id]].free_bytes(addr, size) {
-                return Err(self.err(p_hn.buffer_id));
+            if !self.tallocs[self.talloc_of[buffer]].free_bytes(addr, size) {
+                return Err(self.err(buffer));
             }
             if let Some(s) = &mut self.steps {
-                let (buffer, chunk, offset) = (p_hn.buffer_id, addr.chunk, addr.offset);
+                let (chunk, offset) = (addr.chunk, addr.offset);
                 s.push(Step::FreeExtra { buffer, chunk, offset, size, node });
             }
         }
         Ok(())
+    }
+
+    /// `node` takes the memory of the parent whose hash node is `p_hn`.
+    fn take_memory(&mut self, node: TensorId, p_hn: HashNode) {
+        let buffer = usize::from(p_hn.buffer_id);
+        let size = self.alloc_size(buffer, node);
+        self.hash[node.index()].place(buffer, p_hn.addr(), size);
     }
 
     /// `ggml_gallocr_allocate_node` (ggml-alloc.c:622-691).
@@ -533,23 +564,27 @@ impl Gallocr<'_> {
                     // where `view_src->data == parent->data` holds in a reservation (no data yet)
                     let v_hn = self.hash[view_src.index()];
                     if v_hn.n_views == 1 && v_hn.n_children == 0 {
-                        self.hash[node.index()].buffer_id = p_hn.buffer_id;
-                        self.hash[node.index()].addr = p_hn.addr;
+                        self.take_memory(node, p_hn);
                         self.hash[parent.index()].allocated = false;
                         self.hash[view_src.index()].allocated = false;
                         if let Some(s) = &mut self.steps {
-                            s.push(Step::Reuse { buffer: p_hn.buffer_id, parent: view_src, node });
+                            s.push(Step::Reuse {
+                                buffer: usize::from(p_hn.buffer_id),
+                                parent: view_src,
+                                node,
+                            });
                         }
-                        return self.free_extra_space(node, view_src);
+                        let view_src_size = self.alloc_size(usize::from(v_hn.buffer_id), view_src);
+                        return self.free_extra_space(node, view_src, view_src_size);
                     }
                 } else {
-                    self.hash[node.index()].buffer_id = p_hn.buffer_id;
-                    self.hash[node.index()].addr = p_hn.addr;
+                    self.take_memory(node, p_hn);
                     self.hash[parent.index()].allocated = false;
                     if let Some(s) = &mut self.steps {
-                        s.push(Step::Reuse { buffer: p_hn.buffer_id, parent, node });
+                        s.push(Step::Reuse { buffer: usize::from(p_hn.buffer_id), parent, node });
                     }
-                    return self.free_extra_space(node, parent);
+                    // the parent got its memory from this allocator, which kept its size
+                    return self.free_extra_space(node, parent, p_hn.size);
                 }
             }
         }
@@ -557,8 +592,7 @@ impl Gallocr<'_> {
         let talloc = &mut self.tallocs[self.talloc_of[buffer_id]];
         let alignment = talloc.alignment;
         let addr = talloc.alloc(size).ok_or_else(|| self.err(buffer_id))?;
-        self.hash[node.index()].buffer_id = buffer_id;
-        self.hash[node.index()].addr = addr;
+        self.hash[node.index()].place(buffer_id, addr, size);
         if let Some(s) = &mut self.steps {
             let (chunk, offset, size) = (addr.chunk, addr.offset, aligned(size, alignment));
             s.push(Step::Alloc { buffer: buffer_id, chunk, offset, size, tensor: node });
@@ -572,15 +606,14 @@ impl Gallocr<'_> {
             return Ok(());
         }
         let hn = self.hash[node.index()];
-        let size = self.alloc_size(hn.buffer_id, node);
-        let talloc = &mut self.tallocs[self.talloc_of[hn.buffer_id]];
+        let buffer = usize::from(hn.buffer_id);
+        let talloc = &mut self.tallocs[self.talloc_of[buffer]];
         let alignment = talloc.alignment;
-        if !talloc.free_bytes(hn.addr, size) {
-            return Err(self.err(hn.buffer_id));
+        if !talloc.free_bytes(hn.addr(), hn.size) {
+            return Err(self.err(buffer));
         }
         if let Some(s) = &mut self.steps {
-            let (buffer, chunk, offset, size) =
-                (hn.buffer_id, hn.addr.chunk, hn.addr.offset, aligned(size, alignment));
+            let (chunk, offset, size) = (usize::from(hn.chunk), hn.offset, aligned(hn.size, alignment));
             s.push(Step::Free { buffer, chunk, offset, size, tensor: node });
         }
         self.hash[node.index()].allocated = false;

@@ -643,8 +643,13 @@ pub fn schedule_prepared(
 
     // the graph copy (ggml-backend.cpp:1640-1740)
     let mut copy = Graph::new();
-    let mut node_backend: Vec<usize> = Vec::new();
-    let mut leaf_backend: Vec<usize> = Vec::new();
+    // the inputs' copies and the dependency nodes are few beside the nodes
+    let n_nodes = nodes.len() + nodes.len() / 8 + 64;
+    let n_leafs = graph.leafs.len() * n_copies + 64;
+    copy.nodes.reserve(n_nodes);
+    copy.leafs.reserve(n_leafs);
+    let mut node_backend: Vec<usize> = Vec::with_capacity(n_nodes);
+    let mut leaf_backend: Vec<usize> = Vec::with_capacity(n_leafs);
     for sp in &splits {
         // add inputs to the graph copy so that they are allocated by ggml-alloc at the start of the split
         for &input in &sp.inputs {
