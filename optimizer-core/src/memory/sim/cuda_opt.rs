@@ -149,23 +149,55 @@ fn can_fuse_subgraph_ext(
     ops: &[Op],
     outputs: &[usize],
 ) -> bool {
+    // the ops and the compute flags first, where most candidates fail (the answer is the same in
+    // any order of the checks)
     for (i, &idx) in idxs.iter().enumerate() {
         let Some(&id) = nodes.get(idx) else { return false };
         let node = ctx.t(id);
         if !same_op(node.op, ops[i]) || node.flags & FLAG_COMPUTE == 0 {
             return false;
         }
+    }
+    // how often each node is a source of a later node of the subgraph: every source looked up
+    // once among the subgraph's nodes, sorted by id (ggml reads all later nodes' sources for each)
+    let n = idxs.len();
+    let (mut small_uses, mut small_sorted) = ([0u32; 32], [(0u32, 0u32); 32]);
+    let (mut big_uses, mut big_sorted) = (Vec::new(), Vec::new());
+    let (uses, sorted): (&mut [u32], &mut [(u32, u32)]) = if n <= 32 {
+        (&mut small_uses[..n], &mut small_sorted[..n])
+    } else {
+        big_uses.resize(n, 0);
+        big_sorted.resize(n, (0, 0));
+        (&mut big_uses, &mut big_sorted)
+    };
+    for (k, &idx) in idxs.iter().enumerate() {
+        sorted[k] = (nodes[idx].index() as u32, k as u32);
+    }
+    sorted.sort_unstable();
+    for (j, &idx) in idxs.iter().enumerate() {
+        for s in ctx.t(nodes[idx]).src.iter().flatten() {
+            let key = s.index() as u32;
+            let first = sorted.partition_point(|&(id, _)| id < key);
+            for &(id, p) in &sorted[first..] {
+                if id != key {
+                    break;
+                }
+                if (p as usize) < j {
+                    uses[p as usize] += 1;
+                }
+            }
+        }
+    }
+    for (i, &idx) in idxs.iter().enumerate() {
+        let id = nodes[idx];
+        let node = ctx.t(id);
         if outputs.iter().any(|&o| nodes.get(o) == Some(&id)) {
             continue;
         }
         if node.flags & FLAG_OUTPUT != 0 {
             return false;
         }
-        let subgraph_uses: u32 = idxs[i + 1..]
-            .iter()
-            .map(|&j| ctx.t(nodes[j]).src.iter().filter(|s| **s == Some(id)).count() as u32)
-            .sum();
-        if subgraph_uses != use_count(use_counts, id) {
+        if uses[i] != use_count(use_counts, id) {
             return false;
         }
         // a view's sources, and theirs, are in the subgraph or are weights
