@@ -12,6 +12,8 @@
 //! buffer is a weights buffer (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`, which the scheduler treats
 //! specially).
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::gguf::GgmlType;
 use crate::memory::sim::cuda_opt;
 use crate::memory::sim::ggml::{
@@ -218,9 +220,22 @@ struct Sched<'c> {
     copies: Vec<Option<TensorId>>,
     /// The arena size when scheduling started: the tensors the hash tables cover.
     n_tensors: usize,
+    op_support: &'c OpSupport,
 }
 
 impl Sched<'_> {
+    /// [`supports_op`], with the placement-independent part of the answer remembered per graph.
+    fn supports_op(&self, ctx: &Ctx, b: usize, op: TensorId) -> bool {
+        let t = ctx.t(op);
+        match self.cfg.backends[b] {
+            BackendKind::Cuda(dev) => {
+                cuda_sources_on(self.cfg, dev, ctx, t)
+                    && self.op_support.get(op, OP_KNOWN_CUDA, OP_CUDA, || cuda_supports_op_kind(ctx, t))
+            }
+            BackendKind::Cpu => cpu_supports_op(t),
+        }
+    }
+
     fn id(&self, t: Option<TensorId>) -> i32 {
         match t {
             Some(t) if t.index() < self.n_tensors => self.backend_ids[t.index()],
@@ -243,7 +258,7 @@ impl Sched<'_> {
         let Some(buft) = self.buffer_of(ctx, ctx.t(tensor)) else { return -1 };
         // find highest prio backend that supports the buffer type and the op
         for b in 0..self.cfg.backends.len() {
-            if self.cfg.supports_buft(b, buft) && supports_op(self.cfg, b, ctx, op) {
+            if self.cfg.supports_buft(b, buft) && self.supports_op(ctx, b, op) {
                 return b as i32;
             }
         }
@@ -289,7 +304,7 @@ impl Sched<'_> {
                 let host = s.backend.is_some_and(|b| self.cfg.resident_buft(usize::from(b)).is_host());
                 if self.cfg.op_offload && src_backend == n as i32 - 1 && host {
                     for b in 0..n - 1 {
-                        if supports_op(self.cfg, b, ctx, tensor) && offload_op(self.cfg, b, ctx.t(tensor)) {
+                        if self.supports_op(ctx, b, tensor) && offload_op(self.cfg, b, ctx.t(tensor)) {
                             return Ok(b as i32);
                         }
                     }
@@ -318,7 +333,7 @@ impl Sched<'_> {
 
     /// `ggml_backend_sched_set_if_supported` (ggml-backend.cpp:1198-1203).
     fn set_if_supported(&mut self, ctx: &Ctx, node: TensorId, b: usize) {
-        if supports_op(self.cfg, b, ctx, node) {
+        if self.supports_op(ctx, b, node) {
             self.backend_ids[node.index()] = b as i32;
         }
     }
@@ -341,24 +356,77 @@ pub struct Prepared {
     /// [`cuda_opt::use_counts`]: from before the sources are redirected to the split inputs' copies.
     pub use_counts: Vec<u32>,
     /// The nodes whose backend the first pass can find (`ggml_backend_sched_backend_id_from_cur`):
-    /// those in a buffer or viewing a tensor, the graph inputs, and those with a weight among their
+    /// those in a buffer or viewing one, the graph inputs, and those with a weight among their
     /// sources. For every other node it finds none, wherever the tensors are.
     pub placed_nodes: Vec<TensorId>,
+    /// What the backends answer of each tensor's op, its types and shapes, as far as asked.
+    op_support: OpSupport,
 }
+
+/// Whether the CUDA backend supports each tensor's op, its types and shapes (the part of
+/// `supports_op` that does not depend on the placement), by arena index, worked out when first
+/// asked: [`OP_KNOWN_CUDA`], then [`OP_CUDA`] if so. Relaxed atomics, so that a graph's facts
+/// stay shareable: each answer is a pure function of the tensor.
+#[derive(Debug, Default)]
+struct OpSupport(Vec<AtomicU8>);
+
+const OP_KNOWN_CUDA: u8 = 1;
+const OP_CUDA: u8 = 2;
+
+impl OpSupport {
+    fn new(n: usize) -> OpSupport {
+        OpSupport((0..n).map(|_| AtomicU8::new(0)).collect())
+    }
+
+    /// `answer()` for `t`, remembered under `known` / `yes` (tensors made after the graph, the
+    /// scheduler's copies, are asked every time).
+    fn get(&self, t: TensorId, known: u8, yes: u8, answer: impl FnOnce() -> bool) -> bool {
+        let Some(cell) = self.0.get(t.index()) else { return answer() };
+        let bits = cell.load(Ordering::Relaxed);
+        if bits & known != 0 {
+            return bits & yes != 0;
+        }
+        let ok = answer();
+        cell.fetch_or(known | if ok { yes } else { 0 }, Ordering::Relaxed);
+        ok
+    }
+}
+
+impl Clone for OpSupport {
+    fn clone(&self) -> OpSupport {
+        OpSupport(self.0.iter().map(|c| AtomicU8::new(c.load(Ordering::Relaxed))).collect())
+    }
+}
+
+/// The answers are a cache: two graphs' facts are equal whatever has been asked of them.
+impl PartialEq for OpSupport {
+    fn eq(&self, other: &OpSupport) -> bool {
+        self.0.len() == other.0.len()
+    }
+}
+
+impl Eq for OpSupport {}
 
 impl Prepared {
     /// The facts of `graph`.
     pub fn new(ctx: &Ctx, graph: &Graph) -> Prepared {
+        // (a view finds a backend only through a tensor in memory: weights, caches; whether a
+        // tensor is in memory does not depend on the placement, only where)
+        let resident = |id: TensorId| {
+            let t = ctx.t(id);
+            t.backend.is_some() || t.view_src.is_some_and(|v| ctx.t(v).backend.is_some())
+        };
         let placed = |&id: &TensorId| {
             let t = ctx.t(id);
             t.backend.is_some()
-                || t.view_src.is_some()
+                || t.view_src.is_some_and(resident)
                 || t.flags & FLAG_INPUT != 0
                 || t.src.iter().flatten().any(|s| ctx.t(*s).backend.is_some() && ctx.t(*s).weight)
         };
         Prepared {
             use_counts: cuda_opt::use_counts(ctx, graph),
             placed_nodes: graph.nodes.iter().copied().filter(placed).collect(),
+            op_support: OpSupport::new(ctx.tensors.len()),
         }
     }
 }
@@ -388,6 +456,7 @@ pub fn schedule_prepared(
             .collect(),
         copies: vec![None; n_tensors * n_backends * n_copies],
         n_tensors,
+        op_support: &prepared.op_support,
     };
     let cur_copy = 0usize;
     let cpu = n_backends as i32 - 1;
@@ -437,7 +506,7 @@ pub fn schedule_prepared(
         if id == -1 {
             let mut n_supported_best = -1i32;
             for b in 0..n_backends {
-                if supports_op(cfg, b, ctx, node) {
+                if s.supports_op(ctx, b, node) {
                     let mut n_supported = 0;
                     for src in t.src.iter().flatten() {
                         let view = ctx.t(*src).view_src;
@@ -454,7 +523,7 @@ pub fn schedule_prepared(
         } else {
             let id = id as usize;
             for b in 0..id {
-                if cfg.buft(b) == cfg.buft(id) && supports_op(cfg, b, ctx, node) {
+                if cfg.buft(b) == cfg.buft(id) && s.supports_op(ctx, b, node) {
                     let supported = t.src.iter().flatten().all(|src| s.buffer_supported(ctx, *src, b));
                     if supported {
                         s.backend_ids[node.index()] = b as i32;
@@ -754,8 +823,12 @@ fn contiguous_1(t: &Tensor) -> bool {
 /// `ggml_backend_cuda_device_supports_op` (ggml-cuda.cu:5252-5731) for the ops of [`Op`], built
 /// with CUB (common.cuh:114) and a non-integrated device.
 fn cuda_supports_op(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> bool {
-    use GgmlType as T;
-    // check if all the sources are allocated on this device
+    cuda_sources_on(cfg, dev, ctx, t) && cuda_supports_op_kind(ctx, t)
+}
+
+/// The start of `ggml_backend_cuda_device_supports_op`: no source is already in another CUDA
+/// device's memory. The only part that depends on where the tensors are.
+fn cuda_sources_on(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> bool {
     for src in t.src.iter().flatten() {
         if let Some(b) = ctx.t(*src).backend {
             if let Buft::Cuda(d) = cfg.resident_buft(usize::from(b)) {
@@ -765,6 +838,13 @@ fn cuda_supports_op(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> boo
             }
         }
     }
+    true
+}
+
+/// The rest of `ggml_backend_cuda_device_supports_op`: the op, its types and shapes, the same on
+/// every CUDA device and for every placement.
+fn cuda_supports_op_kind(ctx: &Ctx, t: &Tensor) -> bool {
+    use GgmlType as T;
     let src = |i: usize| t.src[i].map(|s| ctx.t(s));
     let ty0 = src(0).map(|s| s.ty);
     let ty1 = src(1).map(|s| s.ty);
