@@ -348,6 +348,22 @@ impl GraphCache {
     }
 }
 
+/// The worker that simulates llama-server's second graph beside the first: one thread, started on
+/// first use and kept; `None` when the system will not start it (each graph then runs on the
+/// calling thread, one after the other).
+fn worker() -> Option<&'static rayon::ThreadPool> {
+    static WORKER: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "splitplan-sim".to_owned())
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
 /// llama.cpp's compute buffer per device for `model` under `settings`, as `runner` reserves them:
 /// every reservation's graph built, scheduled and allocated, each buffer's size the largest
 /// reservation's (`ggml_gallocr` only grows a buffer). Devices in placement order, then the host.
@@ -431,30 +447,20 @@ pub fn simulate_cached(
         Ok((sizes, built))
     };
     // each reservation starts from an empty allocator (ggml_gallocr_reserve_n resets it), so the
-    // graphs are independent: the prompt graph and the generation graph are simulated side by side
+    // graphs are independent: the prompt graph and the generation graph are simulated side by side,
+    // the second on a worker that stays up between predictions (starting a thread per prediction
+    // cost a few percent of one)
     let jobs: Vec<(Ubatch, &ShapeKey)> = distinct.iter().copied().zip(&keys).collect();
-    let results: Vec<Reserved> = match jobs.split_first() {
-        None => Vec::new(),
-        Some((&(u, k), [])) => vec![reserve(u, k)],
-        Some((&(u, k), rest)) => std::thread::scope(|scope| {
-            // a thread the system will not start (a process at its limit) leaves its job to this one
-            let others: Vec<_> = rest
-                .iter()
-                .map(|&(u, k)| {
-                    (u, k, std::thread::Builder::new().spawn_scoped(scope, move || reserve(u, k)).ok())
-                })
-                .collect();
-            let mut results = vec![reserve(u, k)];
-            for (u, k, h) in others {
-                results.push(match h {
-                    Some(h) => {
-                        h.join().unwrap_or(Err(NotCovered::Missing("a reservation thread that finished")))
-                    }
-                    None => reserve(u, k),
-                });
-            }
-            results
-        }),
+    let results: Vec<Reserved> = match (jobs.as_slice(), worker()) {
+        ([(u, k), (u2, k2)], Some(pool)) => {
+            let mut second = None;
+            let first = pool.in_place_scope(|scope| {
+                scope.spawn(|_| second = Some(reserve(*u2, k2)));
+                reserve(*u, k)
+            });
+            vec![first, second.unwrap_or(Err(NotCovered::Missing("a reservation that finished")))]
+        }
+        _ => jobs.iter().map(|&(u, k)| reserve(u, k)).collect(),
     };
     let mut sizes = vec![Bytes::ZERO; buffers.len()];
     for got in results {
