@@ -159,7 +159,10 @@ impl std::hash::Hasher for Fnv {
 /// where each tensor's primary copy lives. Built once and shared by a prediction's reservations.
 #[derive(Clone, Debug)]
 pub struct Lookup<'a> {
-    by_name: HashMap<&'a str, usize, std::hash::BuildHasherDefault<Fnv>>,
+    model: &'a ModelDescription,
+    /// Made when a graph is built (a cached graph moved to another placement needs only
+    /// [`Lookup::primary`]).
+    by_name: std::sync::OnceLock<HashMap<&'a str, usize, std::hash::BuildHasherDefault<Fnv>>>,
     /// By model tensor index; the host for tensors the placement does not allocate.
     primary: Vec<Location>,
 }
@@ -180,10 +183,15 @@ impl<'a> Lookup<'a> {
                 }
             }
         }
-        Lookup {
-            by_name: model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect(),
-            primary,
-        }
+        Lookup { model, by_name: std::sync::OnceLock::new(), primary }
+    }
+
+    /// The index of the model tensor named `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        let by_name = self.by_name.get_or_init(|| {
+            self.model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect()
+        });
+        by_name.get(name).copied()
     }
 }
 
@@ -272,7 +280,7 @@ impl<'a> LlmGraph<'a> {
     /// The weight `name` as a leaf resident where the placement put it (its primary copy), or `None`
     /// if the model has no such tensor (llama.cpp's optional tensors are null pointers).
     pub fn weight(&mut self, name: &str) -> Option<TensorId> {
-        let index = *self.lookup.by_name.get(name)?;
+        let index = self.lookup.index(name)?;
         if let Some(id) = self.weights[index] {
             return Some(id);
         }
@@ -286,7 +294,7 @@ impl<'a> LlmGraph<'a> {
     /// The copy of weight `name` at `loc` that llama.cpp made for a layer there (`TENSOR_DUPLICATED`:
     /// `rope_freqs`, the rope factors, models/llama.cpp:62-66), else its primary copy.
     fn weight_copy_at(&mut self, name: &str, loc: Location, kind: TensorCopy) -> Option<TensorId> {
-        let index = *self.lookup.by_name.get(name)?;
+        let index = self.lookup.index(name)?;
         let has_copy =
             self.placement.tensors.iter().any(|p| p.tensor == index && p.copy == kind && p.location == loc);
         if !has_copy {
@@ -320,7 +328,7 @@ impl<'a> LlmGraph<'a> {
     /// `model.output`: `output.weight`, or with tied embeddings `token_embd.weight`, in its own copy
     /// on the output device when llama.cpp made one (llama-model-loader.cpp:1174-1181).
     pub fn output_weight(&mut self) -> Option<TensorId> {
-        if self.lookup.by_name.contains_key("output.weight") {
+        if self.lookup.index("output.weight").is_some() {
             return self.weight("output.weight");
         }
         let loc = self.placement.output;
