@@ -497,6 +497,7 @@ impl Gallocr<'_> {
 
     /// `ggml_gallocr_is_allocated` (ggml-alloc.c:585-589): memory set outside (our resident
     /// tensors) or given by this allocator.
+    #[inline]
     fn is_allocated(&self, id: TensorId) -> bool {
         self.ctx.t(id).backend.is_some() || self.hash[id.index()].allocated
     }
@@ -534,12 +535,20 @@ impl Gallocr<'_> {
         self.hash[node.index()].place(buffer, p_hn.addr(), size);
     }
 
-    /// `ggml_gallocr_allocate_node` (ggml-alloc.c:622-691).
+    /// `ggml_gallocr_allocate_node` (ggml-alloc.c:622-691). Most calls find the tensor allocated
+    /// already or a view: that test stays where it is called.
+    #[inline]
     fn allocate_node(&mut self, node: TensorId, buffer_id: usize) -> Result<(), AllocError> {
-        let t = self.ctx.t(node);
-        if self.is_allocated(node) || t.view_src.is_some() {
+        if self.is_allocated(node) || self.ctx.t(node).view_src.is_some() {
             return Ok(());
         }
+        self.allocate_new(node, buffer_id)
+    }
+
+    /// [`Gallocr::allocate_node`] of a tensor that needs memory.
+    #[inline(never)]
+    fn allocate_new(&mut self, node: TensorId, buffer_id: usize) -> Result<(), AllocError> {
+        let t = self.ctx.t(node);
         self.hash[node.index()].allocated = true;
 
         if t.op.can_inplace() {
