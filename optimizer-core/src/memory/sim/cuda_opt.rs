@@ -159,33 +159,24 @@ fn can_fuse_subgraph_ext(
         }
     }
     // how often each node is a source of a later node of the subgraph: every source looked up
-    // once among the subgraph's nodes, sorted by id (ggml reads all later nodes' sources for each)
+    // once among the subgraph's nodes (ggml reads all later nodes' sources for each node)
     let n = idxs.len();
-    let (mut small_uses, mut small_sorted) = ([0u32; 32], [(0u32, 0u32); 32]);
-    let (mut big_uses, mut big_sorted) = (Vec::new(), Vec::new());
-    let (uses, sorted): (&mut [u32], &mut [(u32, u32)]) = if n <= 32 {
-        (&mut small_uses[..n], &mut small_sorted[..n])
+    let mut small_uses = [0u32; 32];
+    let mut big_uses = Vec::new();
+    let uses: &mut [u32] = if n <= 32 {
+        &mut small_uses[..n]
     } else {
         big_uses.resize(n, 0);
-        big_sorted.resize(n, (0, 0));
-        (&mut big_uses, &mut big_sorted)
+        &mut big_uses
     };
-    for (k, &idx) in idxs.iter().enumerate() {
-        sorted[k] = (nodes[idx].index() as u32, k as u32);
-    }
-    sorted.sort_unstable();
+    let positions = Positions::new(nodes, idxs);
     for (j, &idx) in idxs.iter().enumerate() {
         for s in ctx.t(nodes[idx]).src.iter().flatten() {
-            let key = s.index() as u32;
-            let first = sorted.partition_point(|&(id, _)| id < key);
-            for &(id, p) in &sorted[first..] {
-                if id != key {
-                    break;
+            positions.each(*s, |p| {
+                if p < j {
+                    uses[p] += 1;
                 }
-                if (p as usize) < j {
-                    uses[p as usize] += 1;
-                }
-            }
+            });
         }
     }
     for (i, &idx) in idxs.iter().enumerate() {
@@ -211,6 +202,59 @@ fn can_fuse_subgraph_ext(
         }
     }
     true
+}
+
+/// Where each tensor is among a subgraph's nodes. The nodes of a fusion were made one after
+/// another, so their ids usually lie within a short range: a table indexed by id then; else the
+/// ids sorted, searched.
+#[allow(clippy::large_enum_variant)] // the table is on the stack by design: no allocation per call
+enum Positions {
+    Table { lo: usize, pos: [u8; Positions::SPAN] },
+    Sorted(Vec<(usize, usize)>),
+}
+
+impl Positions {
+    const SPAN: usize = 256;
+    const NONE: u8 = u8::MAX;
+
+    fn new(nodes: &[TensorId], idxs: &[usize]) -> Positions {
+        let ids = || idxs.iter().map(|&i| nodes[i].index());
+        let (lo, hi) = (ids().min().unwrap_or(0), ids().max().unwrap_or(0));
+        if hi - lo < Positions::SPAN && idxs.len() < usize::from(Positions::NONE) {
+            let mut pos = [Positions::NONE; Positions::SPAN];
+            let mut unique = true;
+            for (k, id) in ids().enumerate() {
+                unique &= pos[id - lo] == Positions::NONE;
+                pos[id - lo] = k as u8;
+            }
+            if unique {
+                return Positions::Table { lo, pos };
+            }
+        }
+        let mut sorted: Vec<(usize, usize)> = ids().enumerate().map(|(k, id)| (id, k)).collect();
+        sorted.sort_unstable();
+        Positions::Sorted(sorted)
+    }
+
+    /// Calls `f` with each position of `t` among the nodes.
+    fn each(&self, t: TensorId, mut f: impl FnMut(usize)) {
+        let id = t.index();
+        match self {
+            Positions::Table { lo, pos } => {
+                if let Some(&p) = id.checked_sub(*lo).and_then(|o| pos.get(o)) {
+                    if p != Positions::NONE {
+                        f(usize::from(p));
+                    }
+                }
+            }
+            Positions::Sorted(sorted) => {
+                let first = sorted.partition_point(|&(i, _)| i < id);
+                for &(_, p) in sorted[first..].iter().take_while(|&&(i, _)| i == id) {
+                    f(p);
+                }
+            }
+        }
+    }
 }
 
 /// `ggml_can_fuse_subgraph` (ggml-impl.h:736-754): [`can_fuse_subgraph_ext`] over the `ops.len()`
@@ -721,5 +765,42 @@ fn should_use_topk_moe(
         }
         Op::Unary(u) => matches!(u, Unary::Sigmoid | Unary::Softplus),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(p: &Positions, id: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        p.each(TensorId::new(id), |k| v.push(k));
+        v
+    }
+
+    /// The table (ids within a short range) and the sorted search (ids far apart, or repeated)
+    /// find the same positions, and nothing for a tensor outside the subgraph.
+    #[test]
+    fn positions_by_table_and_by_search_agree() {
+        let near: Vec<TensorId> = [700, 702, 701, 750].into_iter().map(TensorId::new).collect();
+        let far: Vec<TensorId> = [3, 702, 701, 5000].into_iter().map(TensorId::new).collect();
+        let twice: Vec<TensorId> = [700, 702, 700].into_iter().map(TensorId::new).collect();
+        let (near_p, far_p, twice_p) = (
+            Positions::new(&near, &[0, 1, 2, 3]),
+            Positions::new(&far, &[0, 1, 2, 3]),
+            Positions::new(&twice, &[0, 1, 2]),
+        );
+        assert!(matches!(near_p, Positions::Table { .. }));
+        assert!(matches!(far_p, Positions::Sorted(_)));
+        assert!(matches!(twice_p, Positions::Sorted(_)));
+        assert_eq!(found(&near_p, 702), vec![1]);
+        assert_eq!(found(&far_p, 702), vec![1]);
+        assert_eq!(found(&near_p, 750), vec![3]);
+        assert_eq!(found(&far_p, 5000), vec![3]);
+        assert_eq!(found(&twice_p, 700), vec![0, 2]);
+        for id in [0, 699, 703, 749, 751, 4999, 100_000] {
+            assert!(found(&near_p, id).is_empty(), "{id}");
+            assert!(found(&far_p, id).is_empty(), "{id}");
+        }
     }
 }
