@@ -214,12 +214,11 @@ pub enum SchedError {
 /// The scheduler's state for one `ggml_backend_sched_split_graph` (`struct ggml_backend_sched`).
 struct Sched<'c> {
     cfg: &'c SchedConfig,
-    /// `hv_tensor_backend_ids`, by arena index (`-1`: unassigned).
+    /// `hv_tensor_backend_ids`, by arena index (`-1`: unassigned), for the tensors the graph had when
+    /// scheduling started (the hash tables cover those).
     backend_ids: Vec<i32>,
     /// `hv_tensor_copies[id][backend][copy]`, flattened.
     copies: Vec<Option<TensorId>>,
-    /// The arena size when scheduling started: the tensors the hash tables cover.
-    n_tensors: usize,
     op_support: &'c OpSupport,
 }
 
@@ -236,11 +235,10 @@ impl Sched<'_> {
         }
     }
 
+    /// The backend of `t`: `-1` when it has none, or is a tensor made after scheduling started
+    /// (`backend_ids` covers the first `n_tensors`).
     fn id(&self, t: Option<TensorId>) -> i32 {
-        match t {
-            Some(t) if t.index() < self.n_tensors => self.backend_ids[t.index()],
-            _ => -1,
-        }
+        t.and_then(|t| self.backend_ids.get(t.index()).copied()).unwrap_or(-1)
     }
 
     fn copy_slot(&self, t: TensorId, backend: usize, copy: usize) -> usize {
@@ -361,6 +359,9 @@ pub struct Prepared {
     pub placed_nodes: Vec<TensorId>,
     /// What the backends answer of each tensor's op, its types and shapes, as far as asked.
     op_support: OpSupport,
+    /// The tensors the graph callback pins to a backend ([`crate::memory::sim::ggml::Tensor::pinned`]:
+    /// which ones does not depend on the placement, only the backend).
+    pinned: Vec<TensorId>,
 }
 
 /// Whether the CUDA backend supports each tensor's op, its types and shapes (the part of
@@ -427,6 +428,10 @@ impl Prepared {
             use_counts: cuda_opt::use_counts(ctx, graph),
             placed_nodes: graph.nodes.iter().copied().filter(placed).collect(),
             op_support: OpSupport::new(ctx.tensors.len()),
+            pinned: (0..ctx.tensors.len())
+                .map(TensorId::new)
+                .filter(|&id| ctx.t(id).pinned.is_some())
+                .collect(),
         }
     }
 }
@@ -449,15 +454,17 @@ pub fn schedule_prepared(
         cfg,
         // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
         // before building the graph
-        backend_ids: ctx
-            .tensors
-            .iter()
-            .map(|t| t.pinned.filter(|_| cfg.keep_pins).map_or(-1, i32::from))
-            .collect(),
+        backend_ids: vec![-1; n_tensors],
         copies: vec![None; n_tensors * n_backends * n_copies],
-        n_tensors,
         op_support: &prepared.op_support,
     };
+    if cfg.keep_pins {
+        for &id in &prepared.pinned {
+            if let Some(b) = ctx.t(id).pinned {
+                s.backend_ids[id.index()] = i32::from(b);
+            }
+        }
+    }
     let cur_copy = 0usize;
     let cpu = n_backends as i32 - 1;
     let mut nodes: Vec<TensorId> = graph.nodes.clone();
