@@ -62,3 +62,41 @@ fn reused_graphs_give_the_fresh_simulations_bytes() {
     // most placements keep the shape of the first one: -nkvo and -sm none change it
     assert!(reused >= 6 * 2 * 5, "only {reused} graphs reused");
 }
+
+/// Predictions made at the same time from several threads (the prompt and generation graphs of each
+/// share one kept worker thread) give the bytes of the same predictions made one at a time.
+#[test]
+fn predictions_from_several_threads_at_once_give_the_same_bytes() {
+    let gpus =
+        [GpuAtLoad::new("CUDA0", Bytes::from_mib(24_080)), GpuAtLoad::new("CUDA1", Bytes::from_mib(15_000))];
+    let model = models::model("q5");
+    let settings: Vec<ServerSettings> = PLACEMENTS
+        .iter()
+        .map(|placement| {
+            let args = format!("-c 16384 -fa on -np 1 -ub 512 {placement}");
+            let words: Vec<&str> = args.split(' ').collect();
+            ServerSettings::from_args(&words).unwrap_or_else(|e| panic!("{args}: {e}"))
+        })
+        .collect();
+    let alone: Vec<_> = settings
+        .iter()
+        .map(|s| Predictor::new(model).predict(s, &gpus).map(|p| compute(&p)).map_err(|e| e.to_string()))
+        .collect();
+    let together: Vec<Vec<_>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut warm = Predictor::new(model);
+                    settings
+                        .iter()
+                        .map(|s| warm.predict(s, &gpus).map(|p| compute(&p)).map_err(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for got in together {
+        assert_eq!(got, alone);
+    }
+}
