@@ -236,7 +236,7 @@ impl Sched<'_> {
     }
 
     /// The backend of `t`: `-1` when it has none, or is a tensor made after scheduling started
-    /// (`backend_ids` covers the first `n_tensors`).
+    /// (`backend_ids` covers only the tensors before it).
     fn id(&self, t: Option<TensorId>) -> i32 {
         t.and_then(|t| self.backend_ids.get(t.index()).copied()).unwrap_or(-1)
     }
