@@ -1,5 +1,5 @@
 //! The simulation's graph cache (`memory::sim::GraphCache`) against fresh simulations: one predictor
-//! that has built a context's graphs schedules and allocates copies of them for other placements (the
+//! that has built a context's graphs schedules and allocates them again, in place, for other placements (the
 //! planner's loop). For every ground-truth model, placements that move layers, experts, the KV cache
 //! and the split between GPUs give the same compute buffers, to the byte, through a warm predictor
 //! as through a fresh one.

@@ -318,8 +318,8 @@ type Reserved = Result<(Vec<Bytes>, Option<BuiltGraph>), NotCovered>;
 
 /// The graphs a [`crate::memory::Predictor`] has built for one model, by shape: a prediction for
 /// another placement of a shape already built (the planner's loop: the same context and
-/// micro-batch, weights and layers moved) schedules and allocates a copy of the built graph instead
-/// of building it again. Keep one cache per model.
+/// micro-batch, weights and layers moved) schedules and allocates the built graph in place (and
+/// gives it back as it was) instead of building it again. Keep one cache per model.
 #[derive(Clone, Debug, Default)]
 pub struct GraphCache {
     graphs: Vec<BuiltGraph>,

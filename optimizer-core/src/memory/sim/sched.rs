@@ -229,7 +229,7 @@ impl Sched<'_> {
         match self.cfg.backends[b] {
             BackendKind::Cuda(dev) => {
                 cuda_sources_on(self.cfg, dev, ctx, t)
-                    && self.op_support.get(op, OP_KNOWN_CUDA, OP_CUDA, || cuda_supports_op_kind(ctx, t))
+                    && self.op_support.get(op, || cuda_supports_op_kind(ctx, t))
             }
             BackendKind::Cpu => cpu_supports_op(t),
         }
@@ -379,16 +379,16 @@ impl OpSupport {
         OpSupport((0..n).map(|_| AtomicU8::new(0)).collect())
     }
 
-    /// `answer()` for `t`, remembered under `known` / `yes` (tensors made after the graph, the
-    /// scheduler's copies, are asked every time).
-    fn get(&self, t: TensorId, known: u8, yes: u8, answer: impl FnOnce() -> bool) -> bool {
+    /// `answer()` for `t`, remembered (tensors made after the graph, the scheduler's copies, are
+    /// asked every time).
+    fn get(&self, t: TensorId, answer: impl FnOnce() -> bool) -> bool {
         let Some(cell) = self.0.get(t.index()) else { return answer() };
         let bits = cell.load(Ordering::Relaxed);
-        if bits & known != 0 {
-            return bits & yes != 0;
+        if bits & OP_KNOWN_CUDA != 0 {
+            return bits & OP_CUDA != 0;
         }
         let ok = answer();
-        cell.fetch_or(known | if ok { yes } else { 0 }, Ordering::Relaxed);
+        cell.store(OP_KNOWN_CUDA | if ok { OP_CUDA } else { 0 }, Ordering::Relaxed);
         ok
     }
 }
