@@ -212,51 +212,94 @@ pub enum SchedError {
 }
 
 /// The scheduler's state for one `ggml_backend_sched_split_graph` (`struct ggml_backend_sched`).
+/// It reads the graph through its [`Prepared`] facts (a few bytes per tensor, side by side) rather
+/// than the tensors themselves, which the passes below would otherwise walk a dozen times.
 struct Sched<'c> {
     cfg: &'c SchedConfig,
+    prepared: &'c Prepared,
     /// `hv_tensor_backend_ids`, by arena index (`-1`: unassigned), for the tensors the graph had when
     /// scheduling started (the hash tables cover those).
-    backend_ids: Vec<i32>,
+    backend_ids: Vec<i8>,
+    /// The backend whose buffer holds each tensor or the tensor it views ([`NOWHERE`]: none): the
+    /// placement's part of `tensor->buffer` (or `view_src->buffer`).
+    home: Vec<u8>,
     /// `hv_tensor_copies[id][backend][copy]`, flattened.
     copies: Vec<Option<TensorId>>,
-    op_support: &'c OpSupport,
+    /// Bit `b` of `takes[x]`: backend `b` supports the buffer type of backend `x`'s buffers
+    /// (`ggml_backend_supports_buft`).
+    takes: [u16; MAX_BACKENDS],
 }
+
+/// [`Sched::home`] of a tensor in no buffer.
+const NOWHERE: u8 = u8::MAX;
 
 impl Sched<'_> {
     /// [`supports_op`], with the placement-independent part of the answer remembered per graph.
     fn supports_op(&self, ctx: &Ctx, b: usize, op: TensorId) -> bool {
-        let t = ctx.t(op);
         match self.cfg.backends[b] {
             BackendKind::Cuda(dev) => {
-                cuda_sources_on(self.cfg, dev, ctx, t)
-                    && self.op_support.get(op, || cuda_supports_op_kind(ctx, t))
+                self.sources_on(dev, op)
+                    && self.prepared.op_support.get(op, || cuda_supports_op_kind(ctx, ctx.t(op)))
             }
-            BackendKind::Cpu => cpu_supports_op(t),
+            BackendKind::Cpu => self.prepared.facts[op.index()] & FACT_CPU_REJECTS == 0,
         }
+    }
+
+    /// [`cuda_sources_on`] from the facts: no source is in another CUDA device's memory.
+    fn sources_on(&self, dev: usize, op: TensorId) -> bool {
+        self.prepared.srcs(op).iter().all(|&src| match self.own(src) {
+            Some(b) => !matches!(self.cfg.resident_buft(b), Buft::Cuda(d) if d != dev),
+            None => true,
+        })
     }
 
     /// The backend of `t`: `-1` when it has none, or is a tensor made after scheduling started
     /// (`backend_ids` covers only the tensors before it).
     fn id(&self, t: Option<TensorId>) -> i32 {
-        t.and_then(|t| self.backend_ids.get(t.index()).copied()).unwrap_or(-1)
+        t.and_then(|t| self.backend_ids.get(t.index()).copied()).map_or(-1, i32::from)
+    }
+
+    fn set(&mut self, t: TensorId, b: i32) {
+        // at most MAX_BACKENDS
+        self.backend_ids[t.index()] = b as i8;
     }
 
     fn copy_slot(&self, t: TensorId, backend: usize, copy: usize) -> usize {
         (t.index() * self.cfg.backends.len() + backend) * self.cfg.n_copies + copy
     }
 
-    /// The buffer type of the buffer `t` (or its view source) is in, if it is pre-allocated.
-    fn buffer_of(&self, ctx: &Ctx, t: &Tensor) -> Option<Buft> {
-        let base = t.view_src.map_or(t, |v| ctx.t(v));
-        base.backend.map(|b| self.cfg.resident_buft(usize::from(b)))
+    /// The backend whose buffer `t` (or its view source) is in, if it is pre-allocated.
+    fn home(&self, t: TensorId) -> Option<usize> {
+        let h = self.home[t.index()];
+        (h != NOWHERE).then_some(usize::from(h))
+    }
+
+    /// The backend whose buffer holds `t` itself (`tensor->buffer` of a tensor in memory; a view's
+    /// is its base's, not its own).
+    fn own(&self, t: TensorId) -> Option<usize> {
+        if self.prepared.facts[t.index()] & FACT_RESIDENT != 0 { self.home(t) } else { None }
+    }
+
+    fn view_src(&self, t: TensorId) -> Option<TensorId> {
+        self.prepared.view_src[t.index()]
+    }
+
+    /// Whether `t` is a weight in memory (a weights buffer's tensor).
+    fn is_weight(&self, t: TensorId) -> bool {
+        self.prepared.facts[t.index()] & (FACT_RESIDENT | FACT_WEIGHT) == FACT_RESIDENT | FACT_WEIGHT
+    }
+
+    /// Whether backend `b` supports the buffer type of backend `x`'s buffers.
+    fn takes(&self, b: usize, x: usize) -> bool {
+        self.takes[x] & (1 << b) != 0
     }
 
     /// `ggml_backend_sched_backend_from_buffer` (ggml-backend.cpp:1028-1049).
     fn backend_from_buffer(&self, ctx: &Ctx, tensor: TensorId, op: TensorId) -> i32 {
-        let Some(buft) = self.buffer_of(ctx, ctx.t(tensor)) else { return -1 };
+        let Some(x) = self.home(tensor) else { return -1 };
         // find highest prio backend that supports the buffer type and the op
         for b in 0..self.cfg.backends.len() {
-            if self.cfg.supports_buft(b, buft) && self.supports_op(ctx, b, op) {
+            if self.takes(b, x) && self.supports_op(ctx, b, op) {
                 return b as i32;
             }
         }
@@ -265,41 +308,41 @@ impl Sched<'_> {
 
     /// `ggml_backend_sched_backend_id_from_cur` (ggml-backend.cpp:1061-1125).
     fn backend_id_from_cur(&self, ctx: &Ctx, tensor: TensorId) -> Result<i32, SchedError> {
+        let facts = self.prepared.facts[tensor.index()];
         // assign pre-allocated nodes to their backend
-        let t = ctx.t(tensor);
-        if t.backend.is_some() {
+        if facts & FACT_RESIDENT != 0 {
             let b = self.backend_from_buffer(ctx, tensor, tensor);
             if b != -1 {
                 return Ok(b);
             }
         }
         // view_src
-        if let Some(v) = t.view_src {
+        if let Some(v) = self.view_src(tensor) {
             let b = self.backend_from_buffer(ctx, v, tensor);
             if b != -1 {
                 return Ok(b);
             }
         }
-        if self.buffer_of(ctx, t).is_some() {
+        if self.home(tensor).is_some() {
             // since the tensor is pre-allocated, it cannot be moved to another backend
-            return Err(SchedError::Preallocated { tensor: ctx.name(tensor).to_owned(), op: t.op.desc() });
+            let op = ctx.t(tensor).op.desc();
+            return Err(SchedError::Preallocated { tensor: ctx.name(tensor).to_owned(), op });
         }
         // graph input
-        if t.flags & FLAG_INPUT != 0 {
+        if facts & FACT_INPUT != 0 {
             return Ok(self.cfg.backends.len() as i32 - 1);
         }
         // operations with weights are preferably run on the same backend as the weights; ROPE and
         // FLASH_ATTN_EXT are skipped (their small rope-freqs / sinks tensors should not choose)
-        if t.op == Op::Rope || t.op == Op::FlashAttnExt {
+        if facts & FACT_ROPE_OR_FA != 0 {
             return Ok(-1);
         }
         let n = self.cfg.backends.len();
-        for src in t.src.iter().flatten() {
-            let s = ctx.t(*src);
-            if s.backend.is_some() && s.weight {
-                let src_backend = self.backend_from_buffer(ctx, *src, tensor);
+        for &src in self.prepared.srcs(tensor) {
+            if self.is_weight(src) {
+                let src_backend = self.backend_from_buffer(ctx, src, tensor);
                 // check if a backend with higher prio wants to offload the op
-                let host = s.backend.is_some_and(|b| self.cfg.resident_buft(usize::from(b)).is_host());
+                let host = self.own(src).is_some_and(|b| self.cfg.resident_buft(b).is_host());
                 if self.cfg.op_offload && src_backend == n as i32 - 1 && host {
                     for b in 0..n - 1 {
                         if self.supports_op(ctx, b, tensor) && offload_op(self.cfg, b, ctx.t(tensor)) {
@@ -314,25 +357,24 @@ impl Sched<'_> {
     }
 
     /// `ggml_backend_sched_buffer_supported` (ggml-backend.cpp:1177-1196).
-    fn buffer_supported(&self, ctx: &Ctx, t: TensorId, b: usize) -> bool {
-        let tensor = ctx.t(t);
-        let buft = if let Some(buft) = self.buffer_of(ctx, tensor) {
-            Some(buft)
+    fn buffer_supported(&self, t: TensorId, b: usize) -> bool {
+        let x = if let Some(x) = self.home(t) {
+            Some(x)
         } else {
             // see if the tensor already has a backend assigned, and use the buffer type of that backend
             let mut id = self.id(Some(t));
-            if id == -1 && tensor.view_src.is_some() {
-                id = self.id(tensor.view_src);
+            if id == -1 {
+                id = self.id(self.view_src(t));
             }
-            (id != -1).then(|| self.cfg.buft(id as usize))
+            (id != -1).then_some(id as usize)
         };
-        buft.is_some_and(|buft| self.cfg.supports_buft(b, buft))
+        x.is_some_and(|x| self.takes(b, x))
     }
 
     /// `ggml_backend_sched_set_if_supported` (ggml-backend.cpp:1198-1203).
     fn set_if_supported(&mut self, ctx: &Ctx, node: TensorId, b: usize) {
         if self.supports_op(ctx, b, node) {
-            self.backend_ids[node.index()] = b as i32;
+            self.set(node, b as i32);
         }
     }
 }
@@ -362,7 +404,33 @@ pub struct Prepared {
     /// The tensors the graph callback pins to a backend ([`crate::memory::sim::ggml::Tensor::pinned`]:
     /// which ones does not depend on the placement, only the backend).
     pinned: Vec<TensorId>,
+    /// The graph's nodes that are not views (the passes that skip views walk these), and their
+    /// positions among the nodes.
+    op_nodes: Vec<TensorId>,
+    op_positions: Vec<u32>,
+    /// `FACT_*` of each tensor, by arena index.
+    facts: Vec<u8>,
+    /// `view_src` of each tensor, by arena index.
+    view_src: Vec<Option<TensorId>>,
+    /// Each tensor's sources that are set, in order (`srcs[src_start[i]..src_start[i + 1]]`), and
+    /// the slot of `src` each came from.
+    src_start: Vec<u32>,
+    srcs: Vec<TensorId>,
+    src_slot: Vec<u8>,
+    /// The tensors in memory or viewing one, each with the tensor in memory.
+    buffered: Vec<(TensorId, TensorId)>,
 }
+
+/// [`Prepared::facts`]: the tensor is in memory (`backend`), ...
+const FACT_RESIDENT: u8 = 1;
+/// ... its buffer is a weights buffer (`weight`), ...
+const FACT_WEIGHT: u8 = 2;
+/// ... it is a graph input, ...
+const FACT_INPUT: u8 = 4;
+/// ... its op is ROPE or FLASH_ATTN_EXT (which do not follow their weights), ...
+const FACT_ROPE_OR_FA: u8 = 8;
+/// ... the CPU backend does not support its op.
+const FACT_CPU_REJECTS: u8 = 16;
 
 /// Whether the CUDA backend supports each tensor's op, its types and shapes (the part of
 /// `supports_op` that does not depend on the placement), by arena index, worked out when first
@@ -424,15 +492,68 @@ impl Prepared {
                 || t.flags & FLAG_INPUT != 0
                 || t.src.iter().flatten().any(|s| ctx.t(*s).backend.is_some() && ctx.t(*s).weight)
         };
+        let n = ctx.tensors.len();
+        let mut facts = Vec::with_capacity(n);
+        let mut src_start = Vec::with_capacity(n + 1);
+        let mut srcs = Vec::with_capacity(n * 2);
+        let mut src_slot = Vec::with_capacity(n * 2);
+        let mut buffered = Vec::new();
+        src_start.push(0);
+        for (i, t) in ctx.tensors.iter().enumerate() {
+            let fact = |yes: bool, bit: u8| if yes { bit } else { 0 };
+            facts.push(
+                fact(t.backend.is_some(), FACT_RESIDENT)
+                    | fact(t.weight, FACT_WEIGHT)
+                    | fact(t.flags & FLAG_INPUT != 0, FACT_INPUT)
+                    | fact(matches!(t.op, Op::Rope | Op::FlashAttnExt), FACT_ROPE_OR_FA)
+                    | fact(!cpu_supports_op(t), FACT_CPU_REJECTS),
+            );
+            for (slot, src) in t.src.iter().enumerate() {
+                if let Some(src) = *src {
+                    srcs.push(src);
+                    src_slot.push(slot as u8);
+                }
+            }
+            src_start.push(srcs.len() as u32);
+            let base = t.view_src.unwrap_or(TensorId::new(i));
+            if ctx.t(base).backend.is_some() {
+                buffered.push((TensorId::new(i), base));
+            }
+        }
+        let (op_positions, op_nodes) = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !ctx.t(**n).op.is_view())
+            .map(|(i, &n)| (i as u32, n))
+            .unzip();
         Prepared {
             use_counts: cuda_opt::use_counts(ctx, graph),
             placed_nodes: graph.nodes.iter().copied().filter(placed).collect(),
-            op_support: OpSupport::new(ctx.tensors.len()),
-            pinned: (0..ctx.tensors.len())
-                .map(TensorId::new)
-                .filter(|&id| ctx.t(id).pinned.is_some())
-                .collect(),
+            op_support: OpSupport::new(n),
+            pinned: (0..n).map(TensorId::new).filter(|&id| ctx.t(id).pinned.is_some()).collect(),
+            op_nodes,
+            op_positions,
+            facts,
+            view_src: ctx.tensors.iter().map(|t| t.view_src).collect(),
+            src_start,
+            srcs,
+            src_slot,
+            buffered,
         }
+    }
+
+    /// The sources of `t` that are set, in order.
+    fn srcs(&self, t: TensorId) -> &[TensorId] {
+        let i = t.index();
+        &self.srcs[self.src_start[i] as usize..self.src_start[i + 1] as usize]
+    }
+
+    /// [`Prepared::srcs`] with the slot of `src` each is in.
+    fn srcs_with_slots(&self, t: TensorId) -> impl Iterator<Item = (usize, TensorId)> + '_ {
+        let i = t.index();
+        let range = self.src_start[i] as usize..self.src_start[i + 1] as usize;
+        self.src_slot[range.clone()].iter().map(|&s| usize::from(s)).zip(self.srcs[range].iter().copied())
     }
 }
 
@@ -443,6 +564,10 @@ pub fn schedule_prepared(
     cfg: &SchedConfig,
     prepared: &Prepared,
 ) -> Result<Scheduled, SchedError> {
+    if prepared.facts.len() != ctx.tensors.len() {
+        // facts of another graph, or of this one before it grew: work them out again
+        return schedule_prepared(ctx, graph, cfg, &Prepared::new(ctx, graph));
+    }
     let use_counts: &[u32] = if cfg.cuda_fusion { &prepared.use_counts } else { &[] };
     let n_backends = cfg.backends.len();
     if n_backends == 0 || n_backends > MAX_BACKENDS || cfg.backends[n_backends - 1] != BackendKind::Cpu {
@@ -450,18 +575,34 @@ pub fn schedule_prepared(
     }
     let n_copies = cfg.n_copies.max(1);
     let n_tensors = ctx.tensors.len();
+    let mut takes = [0u16; MAX_BACKENDS];
+    for (x, takes) in takes.iter_mut().enumerate().take(n_backends) {
+        for b in 0..n_backends {
+            if cfg.supports_buft(b, cfg.resident_buft(x)) {
+                *takes |= 1 << b;
+            }
+        }
+    }
+    let mut home = vec![NOWHERE; n_tensors];
+    for &(t, base) in &prepared.buffered {
+        if let Some(b) = ctx.t(base).backend {
+            home[t.index()] = b;
+        }
+    }
     let mut s = Sched {
         cfg,
+        prepared,
         // ggml_backend_sched_set_tensor_backend's user assignments survive the reset llama.cpp does
         // before building the graph
         backend_ids: vec![-1; n_tensors],
+        home,
         copies: vec![None; n_tensors * n_backends * n_copies],
-        op_support: &prepared.op_support,
+        takes,
     };
     if cfg.keep_pins {
         for &id in &prepared.pinned {
             if let Some(b) = ctx.t(id).pinned {
-                s.backend_ids[id.index()] = i32::from(b);
+                s.set(id, i32::from(b));
             }
         }
     }
@@ -472,19 +613,20 @@ pub fn schedule_prepared(
     // pass 1: assign backends to ops with pre-allocated inputs
     for &leaf in &graph.leafs {
         if s.id(Some(leaf)) == -1 {
-            s.backend_ids[leaf.index()] = s.backend_id_from_cur(ctx, leaf)?;
+            let b = s.backend_id_from_cur(ctx, leaf)?;
+            s.set(leaf, b);
         }
     }
     for &node in &prepared.placed_nodes {
         if s.id(Some(node)) == -1 {
-            s.backend_ids[node.index()] = s.backend_id_from_cur(ctx, node)?;
+            let b = s.backend_id_from_cur(ctx, node)?;
+            s.set(node, b);
         }
     }
 
     // pass 2: expand current backend assignments: gpu down, gpu up (the CPU, the lowest priority
-    // backend, is not expanded), then the rest down and up
-    // (the nodes that are not views, in order: the four sweeps skip views)
-    let ops: Vec<TensorId> = nodes.iter().copied().filter(|&n| !ctx.t(n).op.is_view()).collect();
+    // backend, is not expanded), then the rest down and up (the four sweeps skip views)
+    let ops = &prepared.op_nodes;
     for (down, skip_cpu) in [(true, true), (false, true), (true, false), (false, false)] {
         let mut cur = -1i32;
         let mut sweep = |node: TensorId| {
@@ -503,27 +645,24 @@ pub fn schedule_prepared(
     }
 
     // pass 3: upgrade nodes to higher prio backends with compatible buffer types, and give the
-    // remaining unassigned nodes the backend with the most supported inputs
-    for &node in &nodes {
-        let t = ctx.t(node);
-        if t.op.is_view() {
-            continue;
-        }
+    // remaining unassigned nodes the backend with the most supported inputs (views skipped)
+    for &node in ops {
         let id = s.id(Some(node));
         if id == -1 {
             let mut n_supported_best = -1i32;
             for b in 0..n_backends {
                 if s.supports_op(ctx, b, node) {
                     let mut n_supported = 0;
-                    for src in t.src.iter().flatten() {
-                        let view = ctx.t(*src).view_src;
-                        if (s.id(Some(*src)) != -1 || s.id(view) != -1) && s.buffer_supported(ctx, *src, b) {
+                    for &src in prepared.srcs(node) {
+                        if (s.id(Some(src)) != -1 || s.id(s.view_src(src)) != -1)
+                            && s.buffer_supported(src, b)
+                        {
                             n_supported += 1;
                         }
                     }
                     if n_supported > n_supported_best {
                         n_supported_best = n_supported;
-                        s.backend_ids[node.index()] = b as i32;
+                        s.set(node, b as i32);
                     }
                 }
             }
@@ -531,9 +670,9 @@ pub fn schedule_prepared(
             let id = id as usize;
             for b in 0..id {
                 if cfg.buft(b) == cfg.buft(id) && s.supports_op(ctx, b, node) {
-                    let supported = t.src.iter().flatten().all(|src| s.buffer_supported(ctx, *src, b));
+                    let supported = prepared.srcs(node).iter().all(|&src| s.buffer_supported(src, b));
                     if supported {
-                        s.backend_ids[node.index()] = b as i32;
+                        s.set(node, b as i32);
                         break;
                     }
                 }
@@ -543,16 +682,18 @@ pub fn schedule_prepared(
 
     // pass 4: assign backends to remaining src from dst and view_src
     for &node in &nodes {
-        let t = ctx.t(node);
-        if t.view_src.is_some() && s.id(Some(node)) == -1 {
-            s.backend_ids[node.index()] = s.id(t.view_src);
+        if let Some(v) = s.view_src(node) {
+            if s.id(Some(node)) == -1 {
+                let b = s.id(Some(v));
+                s.set(node, b);
+            }
         }
         let cur = s.id(Some(node));
-        for src in t.src.iter().flatten() {
-            if s.id(Some(*src)) == -1 {
-                let st = ctx.t(*src);
+        for &src in prepared.srcs(node) {
+            if s.id(Some(src)) == -1 {
                 // views are always on the same backend as the source
-                s.backend_ids[src.index()] = if st.view_src.is_some() { s.id(st.view_src) } else { cur };
+                let b = if let Some(v) = s.view_src(src) { s.id(Some(v)) } else { cur };
+                s.set(src, b);
             }
         }
         // if the node is still unassigned, assign it to the first backend that supports it
@@ -563,25 +704,28 @@ pub fn schedule_prepared(
             s.set_if_supported(ctx, node, b);
         }
         if s.id(Some(node)) == -1 {
-            return Err(SchedError::Unassigned { node: ctx.name(node).to_owned(), op: t.op.desc() });
+            return Err(SchedError::Unassigned {
+                node: ctx.name(node).to_owned(),
+                op: ctx.t(node).op.desc(),
+            });
         }
     }
 
     // pass 5: split graph, find tensors that need to be copied
     let mut splits: Vec<Split> = Vec::new();
     {
-        let first = nodes.iter().position(|&n| !ctx.t(n).op.is_view());
+        let first = prepared.op_positions.first().map(|&i| i as usize);
         let backend = first.map_or(0, |i| s.id(Some(nodes[i])).max(0) as usize);
         splits.push(Split { backend, i_start: 0, i_end: 0, inputs: Vec::new() });
         let mut cur_backend = backend as i32;
-        for (i, &node) in nodes.iter().enumerate().skip(first.unwrap_or(nodes.len())) {
-            if ctx.t(node).op.is_view() {
-                continue;
-            }
+        for (&i, &node) in prepared.op_positions.iter().zip(ops) {
+            let i = i as usize;
             let node_backend = s.id(Some(node));
             if node_backend == -1 {
-                let t = ctx.t(node);
-                return Err(SchedError::Unassigned { node: ctx.name(node).to_owned(), op: t.op.desc() });
+                return Err(SchedError::Unassigned {
+                    node: ctx.name(node).to_owned(),
+                    op: ctx.t(node).op.desc(),
+                });
             }
             // check if we should start a new split based on the sources of the current node: a
             // weight on a different and incompatible backend (so that the memory of the
@@ -589,12 +733,10 @@ pub fn schedule_prepared(
             let mut need_new_split = false;
             let n_inputs = splits.last().map_or(0, |sp| sp.inputs.len());
             if node_backend == cur_backend && n_inputs > 0 {
-                for src in ctx.t(node).src.iter().flatten() {
-                    let st = ctx.t(*src);
-                    if st.backend.is_some()
-                        && st.weight
-                        && s.id(Some(*src)) != cur_backend
-                        && !s.buffer_supported(ctx, *src, cur_backend as usize)
+                for &src in prepared.srcs(node) {
+                    if s.is_weight(src)
+                        && s.id(Some(src)) != cur_backend
+                        && !s.buffer_supported(src, cur_backend as usize)
                     {
                         need_new_split = true;
                         break;
@@ -614,14 +756,13 @@ pub fn schedule_prepared(
                 cur_backend = node_backend;
             }
             // find inputs that are not on the same backend
-            for j in 0..MAX_SRC {
-                let Some(src) = ctx.t(node).src[j] else { continue };
+            for (j, src) in prepared.srcs_with_slots(node) {
                 let src_backend = s.id(Some(src));
                 if src_backend == -1 {
-                    let st = ctx.t(src);
-                    return Err(SchedError::Unassigned { node: ctx.name(src).to_owned(), op: st.op.desc() });
+                    let op = ctx.t(src).op.desc();
+                    return Err(SchedError::Unassigned { node: ctx.name(src).to_owned(), op });
                 }
-                if src_backend != cur_backend && !s.buffer_supported(ctx, src, cur_backend as usize) {
+                if src_backend != cur_backend && !s.buffer_supported(src, cur_backend as usize) {
                     // create a copy of the input in the split's backend
                     let cb = cur_backend as usize;
                     if s.copies[s.copy_slot(src, cb, 0)].is_none() {
