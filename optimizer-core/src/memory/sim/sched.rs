@@ -13,6 +13,7 @@
 //! specially).
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::gguf::GgmlType;
 use crate::memory::sim::cuda_opt;
@@ -419,6 +420,8 @@ pub struct Prepared {
     src_slot: Vec<u8>,
     /// The tensors in memory or viewing one, each with the tensor in memory.
     buffered: Vec<(TensorId, TensorId)>,
+    /// CUDA's `graph_optimize` of the splits seen so far.
+    optimized: OptMemo,
 }
 
 /// [`Prepared::facts`]: the tensor is in memory (`backend`), ...
@@ -475,6 +478,69 @@ impl PartialEq for OpSupport {
 }
 
 impl Eq for OpSupport {}
+
+/// CUDA's `graph_optimize` ([`cuda_opt::graph_optimize`]) of each split seen, by where it starts.
+/// What it makes of a split depends only on the split's nodes (where it starts and ends), on which
+/// of their sources the scheduler redirected to its copies and on whether the copies are pinned
+/// (`n_copies`): everything else it reads (ops, shapes, flags, views, the use counts, which
+/// tensors are in memory) is the graph's. Placements that differ elsewhere share the answer (most
+/// of a graph's splits stay where they are when a few layers move). A debug build checks every
+/// answer it gives against the real thing.
+#[derive(Default)]
+struct OptMemo(Mutex<OptTable>);
+
+#[derive(Default)]
+struct OptTable {
+    /// The entries by the split's first node.
+    by_start: Vec<Vec<OptEntry>>,
+    len: usize,
+}
+
+/// One split's `graph_optimize`.
+struct OptEntry {
+    end: u32,
+    n_copies: usize,
+    /// The redirected sources: (node position, source slot).
+    redirected: Vec<(u32, u8)>,
+    /// The split's nodes in CUDA's order.
+    nodes: Vec<TensorId>,
+    /// The allocation dependencies.
+    deps: Vec<(Kept, TensorId)>,
+}
+
+/// A tensor an allocation dependency keeps: one of the graph's, or the scheduler's copy of one on
+/// the split's backend (its ids differ from one placement to the next).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    Tensor(TensorId),
+    Copy { of: TensorId, copy: usize },
+}
+
+/// At most this many splits remembered per graph (then it starts over).
+const OPT_MEMO_CAPACITY: usize = 1 << 14;
+
+/// The memo is a cache: a clone starts empty.
+impl Clone for OptMemo {
+    fn clone(&self) -> OptMemo {
+        OptMemo::default()
+    }
+}
+
+impl std::fmt::Debug for OptMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.0.lock().map_or(0, |t| t.len);
+        write!(f, "OptMemo({len} splits)")
+    }
+}
+
+/// The answers are a cache: two graphs' facts are equal whatever has been remembered.
+impl PartialEq for OptMemo {
+    fn eq(&self, _: &OptMemo) -> bool {
+        true
+    }
+}
+
+impl Eq for OptMemo {}
 
 impl Prepared {
     /// The facts of `graph`.
@@ -540,7 +606,13 @@ impl Prepared {
             srcs,
             src_slot,
             buffered,
+            optimized: OptMemo::default(),
         }
+    }
+
+    /// How many splits' `graph_optimize` the facts remember.
+    pub fn remembered_splits(&self) -> usize {
+        self.optimized.0.lock().map_or(0, |t| t.len)
     }
 
     /// The sources of `t` that are set, in order.
@@ -568,7 +640,6 @@ pub fn schedule_prepared(
         // facts of another graph, or of this one before it grew: work them out again
         return schedule_prepared(ctx, graph, cfg, &Prepared::new(ctx, graph));
     }
-    let use_counts: &[u32] = if cfg.cuda_fusion { &prepared.use_counts } else { &[] };
     let n_backends = cfg.backends.len();
     if n_backends == 0 || n_backends > MAX_BACKENDS || cfg.backends[n_backends - 1] != BackendKind::Cpu {
         return Err(SchedError::Backends(n_backends));
@@ -713,6 +784,11 @@ pub fn schedule_prepared(
 
     // pass 5: split graph, find tensors that need to be copied
     let mut splits: Vec<Split> = Vec::new();
+    // the sources redirected to copies, (node position, slot), and where each split's start; and
+    // what each tensor made from here on copies: (tensor, copy), by id from `n_tensors`
+    let mut redirected: Vec<(u32, u8)> = Vec::new();
+    let mut redirected_from: Vec<usize> = vec![0];
+    let mut origin: Vec<(TensorId, usize)> = Vec::new();
     {
         let first = prepared.op_positions.first().map(|&i| i as usize);
         let backend = first.map_or(0, |i| s.id(Some(nodes[i])).max(0) as usize);
@@ -753,6 +829,7 @@ pub fn schedule_prepared(
                     i_end: 0,
                     inputs: Vec::new(),
                 });
+                redirected_from.push(redirected.len());
                 cur_backend = node_backend;
             }
             // find inputs that are not on the same backend
@@ -768,6 +845,7 @@ pub fn schedule_prepared(
                     if s.copies[s.copy_slot(src, cb, 0)].is_none() {
                         for c in 0..n_copies {
                             let copy = dup_tensor_layout(ctx, src);
+                            origin.push((src, c));
                             if ctx.names {
                                 let name = format!("{}#{}#{c}", cfg.backends[cb].name(), ctx.name(src));
                                 ctx.set_name(copy, name);
@@ -785,6 +863,7 @@ pub fn schedule_prepared(
                         }
                     }
                     ctx.t_mut(node).src[j] = s.copies[s.copy_slot(src, cb, cur_copy)];
+                    redirected.push((i as u32, j as u8));
                 }
             }
         }
@@ -814,6 +893,7 @@ pub fn schedule_prepared(
                         leaf
                     } else {
                         let copy = dup_tensor_layout(ctx, leaf);
+                        origin.push((leaf, c));
                         if ctx.names {
                             let name = format!("{}#{}#{c}", cfg.backends[b].name(), ctx.name(leaf));
                             ctx.set_name(copy, name);
@@ -835,9 +915,19 @@ pub fn schedule_prepared(
     // (the kept tensors by the node they wait for: `deps_of[until]` indexes `alloc_deps`)
     let mut alloc_deps: Vec<Vec<TensorId>> = Vec::new();
     let mut deps_of: Vec<u32> = Vec::new();
-    for sp in &splits {
+    let mut memo = prepared.optimized.0.lock().unwrap_or_else(PoisonError::into_inner);
+    for (k, sp) in splits.iter().enumerate() {
         if cfg.cuda_fusion && matches!(cfg.backends[sp.backend], BackendKind::Cuda(_)) {
-            let deps = cuda_opt::graph_optimize(ctx, use_counts, &mut nodes[sp.i_start..sp.i_end]);
+            let end = redirected_from.get(k + 1).copied().unwrap_or(redirected.len());
+            let split = Optimized {
+                start: sp.i_start,
+                end: sp.i_end,
+                n_copies,
+                redirected: &redirected[redirected_from[k]..end],
+            };
+            // a copy of `of` on this split's backend
+            let copy_of = |of: TensorId, copy: usize| s.copies[s.copy_slot(of, sp.backend, copy)];
+            let deps = split.optimize(ctx, prepared, &mut memo, &mut nodes, &origin, n_tensors, copy_of);
             for (tensor, until) in deps {
                 if deps_of.len() <= until.index() {
                     deps_of.resize(ctx.tensors.len().max(until.index() + 1), u32::MAX);
@@ -857,6 +947,7 @@ pub fn schedule_prepared(
             }
         }
     }
+    drop(memo);
 
     // the graph copy (ggml-backend.cpp:1640-1740)
     let mut copy = Graph::new();
@@ -926,6 +1017,95 @@ pub fn schedule_prepared(
     }
 
     Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits })
+}
+
+/// A split for CUDA's `graph_optimize`, with what its answer depends on besides the graph.
+struct Optimized<'r> {
+    start: usize,
+    end: usize,
+    n_copies: usize,
+    redirected: &'r [(u32, u8)],
+}
+
+impl Optimized<'_> {
+    /// [`cuda_opt::graph_optimize`] of the split's nodes (reordered in `nodes`), remembered in
+    /// `memo`. `origin` says what each tensor from `n_tensors` on copies; `copy_of` finds this
+    /// placement's copy.
+    #[allow(clippy::too_many_arguments)]
+    fn optimize(
+        &self,
+        ctx: &Ctx,
+        prepared: &Prepared,
+        memo: &mut OptTable,
+        nodes: &mut [TensorId],
+        origin: &[(TensorId, usize)],
+        n_tensors: usize,
+        copy_of: impl Fn(TensorId, usize) -> Option<TensorId>,
+    ) -> Vec<(TensorId, TensorId)> {
+        let use_counts: &[u32] = &prepared.use_counts;
+        let range = self.start..self.end;
+        let found = memo.by_start.get(self.start).and_then(|entries| {
+            entries.iter().find(|e| {
+                e.end as usize == self.end && e.n_copies == self.n_copies && e.redirected == self.redirected
+            })
+        });
+        let resolved = found.and_then(|e| {
+            let deps = e
+                .deps
+                .iter()
+                .map(|&(kept, until)| match kept {
+                    Kept::Tensor(t) => Some((t, until)),
+                    Kept::Copy { of, copy } => copy_of(of, copy).map(|t| (t, until)),
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((e.nodes.as_slice(), deps))
+        });
+        if let Some((order, deps)) = resolved {
+            if cfg!(debug_assertions) {
+                let mut fresh = nodes[range.clone()].to_vec();
+                let fresh_deps = cuda_opt::graph_optimize(ctx, use_counts, &mut fresh);
+                assert_eq!(
+                    (order, &deps),
+                    (fresh.as_slice(), &fresh_deps),
+                    "remembered graph_optimize of {range:?}"
+                );
+            }
+            nodes[range].copy_from_slice(order);
+            return deps;
+        }
+        let deps = cuda_opt::graph_optimize(ctx, use_counts, &mut nodes[range.clone()]);
+        // remember it, unless a dependency names a tensor made here that is not a copy
+        let kept = deps
+            .iter()
+            .map(|&(t, until)| {
+                let kept = match t.index().checked_sub(n_tensors) {
+                    None => Kept::Tensor(t),
+                    Some(i) => {
+                        let &(of, copy) = origin.get(i)?;
+                        Kept::Copy { of, copy }
+                    }
+                };
+                (until.index() < n_tensors).then_some((kept, until))
+            })
+            .collect::<Option<Vec<_>>>();
+        if let Some(kept) = kept {
+            if memo.len >= OPT_MEMO_CAPACITY {
+                *memo = OptTable::default();
+            }
+            if memo.by_start.len() <= self.start {
+                memo.by_start.resize_with(self.start + 1, Vec::new);
+            }
+            memo.by_start[self.start].push(OptEntry {
+                end: self.end as u32,
+                n_copies: self.n_copies,
+                redirected: self.redirected.to_vec(),
+                nodes: nodes[range].to_vec(),
+                deps: kept,
+            });
+            memo.len += 1;
+        }
+        deps
+    }
 }
 
 /// `ggml_dup_tensor_layout` (ggml-backend.cpp:889-895): a new tensor of `t`'s type and shape with

@@ -483,3 +483,84 @@ fn local_rows(prefixes: &[&str]) -> Vec<(String, Vec<String>, usize, String)> {
         })
         .collect()
 }
+
+/// A graph scheduled again and again with the facts it was first scheduled with (CUDA's
+/// `graph_optimize` remembered per split, `sched::Prepared`) is scheduled exactly as with fresh
+/// facts: the same graph copy, backends and splits, for placements that move the weights between
+/// both GPUs and the CPU in runs (as layers and experts move), each several times and in between
+/// others. The MoE models, whose splits CUDA reorders and keeps tensors alive in (the
+/// dependency nodes' sources, copies among them, are compared too).
+#[test]
+fn kept_facts_schedule_every_placement_as_fresh_ones_do() {
+    use crate::memory::sim::ggml::TensorId;
+    use crate::memory::sim::{reservations, sched, sched_config};
+    let gpus =
+        [GpuAtLoad::new("CUDA0", Bytes::from_mib(23_557)), GpuAtLoad::new("CUDA1", Bytes::from_mib(14_477))];
+    let mut remembered = 0;
+    for key in ["q5", "oss", "glm"] {
+        let m = model(key);
+        let argv: Vec<String> =
+            "-c 4096 -ub 512 -fa on -ngl 99 -ot exps=CPU".split(' ').map(str::to_owned).collect();
+        let settings = ServerSettings::from_args(&argv).unwrap();
+        let p = Predictor::new(&m).predict_as(&settings, &gpus, Runner::LlamaServer).unwrap();
+        let cfg = sched_config(&m, &settings, &p.context, &p.placement, Runner::LlamaServer);
+        for ub in reservations(&p.context, Runner::LlamaServer).into_iter().take(2) {
+            let mut g = build_graph(&m, &settings, &p.context, &p.placement, ub).unwrap();
+            let gf = std::mem::take(&mut g.gf);
+            let ctx = &mut g.ctx;
+            let resident: Vec<TensorId> =
+                (0..ctx.tensors.len()).map(TensorId::new).filter(|&t| ctx.t(t).backend.is_some()).collect();
+            // placements: runs of weights on one backend, the next run elsewhere; every tensor
+            // anywhere; and each of those with a few tensors moved (a small LCG)
+            let mut seed = 0x2545_f491_u64;
+            let mut next = move |n: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (seed >> 33) % n
+            };
+            let mut placements: Vec<Vec<u8>> = (0..4)
+                .map(|p| {
+                    let mut b = next(3) as u8;
+                    let run = if p == 3 { 1 } else { 40 };
+                    resident
+                        .iter()
+                        .map(|_| {
+                            if next(run) == 0 {
+                                b = next(3) as u8;
+                            }
+                            b
+                        })
+                        .collect()
+                })
+                .collect();
+            for base in [0, 3] {
+                let mut moved = placements[base].clone();
+                for _ in 0..5 {
+                    let i = next(resident.len() as u64) as usize;
+                    moved[i] = (moved[i] + 1 + next(2) as u8) % 3;
+                }
+                placements.push(moved);
+            }
+            let kept = sched::Prepared::new(ctx, &gf);
+            for &k in &[0usize, 1, 0, 2, 3, 4, 5, 3, 4, 0, 5, 2, 1] {
+                for (&t, &b) in resident.iter().zip(&placements[k]) {
+                    ctx.t_mut(t).backend = Some(b);
+                }
+                let run = |ctx: &mut crate::memory::sim::ggml::Ctx, prepared: &sched::Prepared| {
+                    ctx.begin_journal();
+                    // the graph copy with each node's sources (the copies' and dependencies' too)
+                    let s = sched::schedule_prepared(ctx, &gf, &cfg, prepared).map(|s| {
+                        let srcs: Vec<_> = s.graph.nodes.iter().map(|&n| ctx.t(n).src).collect();
+                        (s.graph.nodes, srcs, s.graph.leafs, s.node_backend, s.leaf_backend, s.splits)
+                    });
+                    ctx.rollback();
+                    s
+                };
+                let with_kept = run(ctx, &kept);
+                let fresh = sched::Prepared::new(ctx, &gf);
+                assert_eq!(with_kept, run(ctx, &fresh), "{key} {ub:?} placement {k}");
+            }
+            remembered += kept.remembered_splits();
+        }
+    }
+    assert!(remembered > 100, "only {remembered} splits remembered");
+}
