@@ -11,7 +11,8 @@
 use crate::gguf::GgmlType;
 use crate::units::Bytes;
 
-use super::ggml::{Ctx, FLAG_INPUT, FLAG_OUTPUT, Graph, MAX_DIMS, Op, TensorId};
+use super::ggml::{Ctx, FLAG_INPUT, FLAG_OUTPUT, Graph, MAX_DIMS, Op, Tensor, TensorId};
+use super::sched::Scheduled;
 
 /// `MAX_FREE_BLOCKS` (ggml-alloc.c:14): free blocks a chunk can hold.
 const MAX_FREE_BLOCKS: usize = 256;
@@ -475,6 +476,25 @@ pub(crate) enum Step {
     Node(usize),
 }
 
+/// What the allocator asks of a tensor at nearly every visit, a byte per tensor ([`known`]): the
+/// tensor's memory was set outside (a weight, a cache: `backend`), ...
+pub const KNOWN_RESIDENT: u8 = 1;
+/// ... it is a view, ...
+pub const KNOWN_VIEW: u8 = 2;
+/// ... a graph input, ...
+pub const KNOWN_INPUT: u8 = 4;
+/// ... a graph output.
+pub const KNOWN_OUTPUT: u8 = 8;
+
+/// `KNOWN_*` of `t`.
+pub fn known(t: &Tensor) -> u8 {
+    let bit = |yes: bool, bit: u8| if yes { bit } else { 0 };
+    bit(t.backend.is_some(), KNOWN_RESIDENT)
+        | bit(t.view_src.is_some(), KNOWN_VIEW)
+        | bit(t.flags & FLAG_INPUT != 0, KNOWN_INPUT)
+        | bit(t.flags & FLAG_OUTPUT != 0, KNOWN_OUTPUT)
+}
+
 /// `struct ggml_gallocr` during one reservation.
 struct Gallocr<'a> {
     ctx: &'a Ctx,
@@ -483,6 +503,8 @@ struct Gallocr<'a> {
     talloc_of: Vec<usize>,
     tallocs: Vec<DynTallocr>,
     hash: Vec<HashNode>,
+    /// [`known`] of each tensor, by arena index.
+    known: &'a [u8],
     steps: Option<Vec<Step>>,
 }
 
@@ -499,7 +521,7 @@ impl Gallocr<'_> {
     /// tensors) or given by this allocator.
     #[inline]
     fn is_allocated(&self, id: TensorId) -> bool {
-        self.ctx.t(id).backend.is_some() || self.hash[id.index()].allocated
+        self.known[id.index()] & KNOWN_RESIDENT != 0 || self.hash[id.index()].allocated
     }
 
     /// `ggml_gallocr_free_extra_space` (ggml-alloc.c:592-620): `node` has taken the memory of
@@ -539,7 +561,7 @@ impl Gallocr<'_> {
     /// already or a view: that test stays where it is called.
     #[inline]
     fn allocate_node(&mut self, node: TensorId, buffer_id: usize) -> Result<(), AllocError> {
-        if self.is_allocated(node) || self.ctx.t(node).view_src.is_some() {
+        if self.is_allocated(node) || self.known[node.index()] & KNOWN_VIEW != 0 {
             return Ok(());
         }
         self.allocate_new(node, buffer_id)
@@ -611,7 +633,7 @@ impl Gallocr<'_> {
 
     /// `ggml_gallocr_free_node` (ggml-alloc.c:693-716): outputs are never freed.
     fn free_node(&mut self, node: TensorId) -> Result<(), AllocError> {
-        if self.ctx.t(node).flags & FLAG_OUTPUT != 0 {
+        if self.known[node.index()] & KNOWN_OUTPUT != 0 {
             return Ok(());
         }
         let hn = self.hash[node.index()];
@@ -660,7 +682,7 @@ impl Gallocr<'_> {
             for src in t.src.iter().flatten().copied() {
                 srcs.push(src);
                 self.hash[src.index()].n_children += 1;
-                if ctx.t(src).flags & FLAG_INPUT != 0 {
+                if self.known[src.index()] & KNOWN_INPUT != 0 {
                     self.allocate_node(src, node_buffer[i])?;
                 }
             }
@@ -686,7 +708,9 @@ impl Gallocr<'_> {
                 if p_hn.n_children != 0 || p_hn.n_views != 0 {
                     continue;
                 }
-                if let Some(view_src) = ctx.t(parent).view_src {
+                let view_src =
+                    if self.known[parent.index()] & KNOWN_VIEW != 0 { ctx.t(parent).view_src } else { None };
+                if let Some(view_src) = view_src {
                     let v_hn = &mut self.hash[view_src.index()];
                     v_hn.n_views -= 1;
                     if v_hn.n_views == 0 && v_hn.n_children == 0 && v_hn.allocated {
@@ -707,14 +731,31 @@ fn same_layout(ctx: &Ctx, a: TensorId, b: TensorId) -> bool {
     a.ty == b.ty && a.ne == b.ne && a.nb == b.nb
 }
 
+/// The allocation, with [`known`] of every tensor if the caller has it.
+#[allow(clippy::too_many_arguments)]
 fn run(
     ctx: &Ctx,
     graph: &Graph,
     node_buffer: &[usize],
     leaf_buffer: &[usize],
     buffers: &[BufferSpec],
+    known_given: Option<&[u8]>,
     log: bool,
 ) -> Result<(Vec<Bytes>, Vec<Step>), AllocError> {
+    let worked_out: Vec<u8>;
+    let known = match known_given {
+        Some(k) if k.len() == ctx.tensors.len() => {
+            debug_assert!(
+                k.iter().zip(&ctx.tensors).all(|(&k, t)| k == known(t)),
+                "the tensors' facts given the allocator are not the tensors'"
+            );
+            k
+        }
+        _ => {
+            worked_out = ctx.tensors.iter().map(known).collect();
+            &worked_out
+        }
+    };
     let check = |what, expected: usize, got: usize| {
         if expected == got { Ok(()) } else { Err(AllocError::BadInput { what, expected, got }) }
     };
@@ -740,6 +781,7 @@ fn run(
         talloc_of,
         tallocs,
         hash: vec![HashNode::default(); ctx.tensors.len()],
+        known,
         steps: log.then(Vec::new),
     };
     g.alloc_graph(graph, node_buffer, leaf_buffer)?;
@@ -757,7 +799,13 @@ pub fn reserve(
     leaf_buffer: &[usize],
     buffers: &[BufferSpec],
 ) -> Result<Vec<Bytes>, AllocError> {
-    run(ctx, graph, node_buffer, leaf_buffer, buffers, false).map(|(sizes, _)| sizes)
+    run(ctx, graph, node_buffer, leaf_buffer, buffers, None, false).map(|(sizes, _)| sizes)
+}
+
+/// [`reserve`] of the scheduler's graph copy, with the facts of its tensors it worked out.
+pub fn reserve_scheduled(ctx: &Ctx, s: &Scheduled, buffers: &[BufferSpec]) -> Result<Vec<Bytes>, AllocError> {
+    run(ctx, &s.graph, &s.node_backend, &s.leaf_backend, buffers, Some(&s.known), false)
+        .map(|(sizes, _)| sizes)
 }
 
 /// [`reserve`], with every step it took.
@@ -769,7 +817,7 @@ pub(crate) fn reserve_steps(
     leaf_buffer: &[usize],
     buffers: &[BufferSpec],
 ) -> Result<(Vec<Bytes>, Vec<Step>), AllocError> {
-    run(ctx, graph, node_buffer, leaf_buffer, buffers, true)
+    run(ctx, graph, node_buffer, leaf_buffer, buffers, None, true)
 }
 
 #[cfg(test)]

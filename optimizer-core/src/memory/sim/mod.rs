@@ -441,8 +441,7 @@ pub fn simulate_cached(
         let sizes = b.simulate_on(placement, &lookup, |ctx| {
             let s = sched::schedule_prepared(ctx, &b.gf, &cfg, &b.prepared)
                 .map_err(|e| NotCovered::Rejected(e.to_string()))?;
-            alloc::reserve(ctx, &s.graph, &s.node_backend, &s.leaf_backend, &buffers)
-                .map_err(|e| NotCovered::Rejected(e.to_string()))
+            alloc::reserve_scheduled(ctx, &s, &buffers).map_err(|e| NotCovered::Rejected(e.to_string()))
         })?;
         Ok((sizes, built))
     };

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::gguf::GgmlType;
-use crate::memory::sim::cuda_opt;
 use crate::memory::sim::ggml::{
     Ctx, FLAG_INPUT, FLAG_OUTPUT, Glu, Graph, MAX_SRC, Op, Tensor, TensorId, Unary,
 };
+use crate::memory::sim::{alloc, cuda_opt};
 
 /// `GGML_SCHED_MAX_BACKENDS` (ggml-backend.cpp:904).
 pub const MAX_BACKENDS: usize = 16;
@@ -175,6 +175,9 @@ pub struct Scheduled {
     pub node_backend: Vec<usize>,
     /// The backend of each leaf of `graph`.
     pub leaf_backend: Vec<usize>,
+    /// [`alloc::known`] of every tensor of the context after scheduling (the graph's own as
+    /// [`Prepared`] found them, the scheduler's copies and dependencies after them).
+    pub known: Vec<u8>,
     /// The splits.
     pub splits: Vec<Split>,
 }
@@ -422,6 +425,8 @@ pub struct Prepared {
     buffered: Vec<(TensorId, TensorId)>,
     /// CUDA's `graph_optimize` of the splits seen so far.
     optimized: OptMemo,
+    /// [`alloc::known`] of each tensor.
+    known: Vec<u8>,
 }
 
 /// [`Prepared::facts`]: the tensor is in memory (`backend`), ...
@@ -607,6 +612,7 @@ impl Prepared {
             src_slot,
             buffered,
             optimized: OptMemo::default(),
+            known: ctx.tensors.iter().map(alloc::known).collect(),
         }
     }
 
@@ -1016,7 +1022,14 @@ pub fn schedule_prepared(
         leaf_backend.push(s.id(Some(leaf)).max(0) as usize);
     }
 
-    Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits })
+    // the graph's facts, the inputs pipeline parallelism pins (pass 6), and the tensors made here
+    let mut known = Vec::with_capacity(ctx.tensors.len());
+    known.extend_from_slice(&prepared.known);
+    for &input in &graph_inputs {
+        known[input.index()] = alloc::known(ctx.t(input));
+    }
+    known.extend(ctx.tensors[n_tensors..].iter().map(alloc::known));
+    Ok(Scheduled { graph: copy, node_backend, leaf_backend, splits, known })
 }
 
 /// A split for CUDA's `graph_optimize`, with what its answer depends on besides the graph.
