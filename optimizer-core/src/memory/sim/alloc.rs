@@ -432,13 +432,10 @@ impl DynTallocr {
     }
 }
 
-/// `struct hash_node` (ggml-alloc.c:455-461), with the size the tensor asks of its buffer (which
-/// ggml works out again each time it frees it: the same value, as the tensor does not change).
+/// `struct hash_node` (ggml-alloc.c:455-461), less the address ([`Placed`]): what the walks over
+/// the graph read and count at every source, twelve bytes a tensor.
 #[derive(Clone, Copy, Debug, Default)]
 struct HashNode {
-    /// `ggml_backend_buft_get_alloc_size` of the buffer the tensor is in, once it has an address.
-    size: u64,
-    offset: u64,
     n_children: i32,
     n_views: i32,
     buffer_id: u8,
@@ -446,19 +443,14 @@ struct HashNode {
     allocated: bool,
 }
 
-impl HashNode {
-    fn addr(&self) -> Addr {
-        Addr { chunk: usize::from(self.chunk), offset: self.offset }
-    }
-
-    /// Gives the tensor its memory: `size` bytes at `addr` of `buffer`.
-    fn place(&mut self, buffer: usize, addr: Addr, size: u64) {
-        // at most MAX_CHUNKS chunks; the buffers are the backends' (MAX_BACKENDS)
-        self.buffer_id = buffer as u8;
-        self.chunk = addr.chunk as u8;
-        self.offset = addr.offset;
-        self.size = size;
-    }
+/// Where a tensor's memory is (`hash_node`'s offset), with the size it asks of its buffer (which
+/// ggml works out again each time it frees it: the same value, as the tensor does not change).
+/// Read only when the tensor is placed or freed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Placed {
+    /// `ggml_backend_buft_get_alloc_size` of the buffer the tensor is in, once it has an address.
+    size: u64,
+    offset: u64,
 }
 
 /// One step of the allocator, for tests that follow a trace line by line.
@@ -503,6 +495,8 @@ struct Gallocr<'a> {
     talloc_of: Vec<usize>,
     tallocs: Vec<DynTallocr>,
     hash: Vec<HashNode>,
+    /// The address and size of each tensor that got memory here, by arena index.
+    placed: Vec<Placed>,
     /// [`known`] of each tensor, by arena index.
     known: &'a [u8],
     steps: Option<Vec<Step>>,
@@ -515,6 +509,20 @@ impl Gallocr<'_> {
 
     fn err(&self, buffer: usize) -> AllocError {
         AllocError::OutOfFreeBlocks { buffer: self.buffers[buffer].name.clone() }
+    }
+
+    /// Where `id`'s memory is.
+    fn addr(&self, id: TensorId) -> Addr {
+        Addr { chunk: usize::from(self.hash[id.index()].chunk), offset: self.placed[id.index()].offset }
+    }
+
+    /// Gives `id` its memory: `size` bytes at `addr` of `buffer`.
+    fn place(&mut self, id: TensorId, buffer: usize, addr: Addr, size: u64) {
+        // at most MAX_CHUNKS chunks; the buffers are the backends' (MAX_BACKENDS)
+        let hn = &mut self.hash[id.index()];
+        hn.buffer_id = buffer as u8;
+        hn.chunk = addr.chunk as u8;
+        self.placed[id.index()] = Placed { size, offset: addr.offset };
     }
 
     /// `ggml_gallocr_is_allocated` (ggml-alloc.c:585-589): memory set outside (our resident
@@ -532,12 +540,13 @@ impl Gallocr<'_> {
         parent: TensorId,
         parent_size: u64,
     ) -> Result<(), AllocError> {
-        let (hn, p_hn) = (self.hash[node.index()], self.hash[parent.index()]);
-        let buffer = usize::from(p_hn.buffer_id);
+        let buffer = usize::from(self.hash[parent.index()].buffer_id);
         let alignment = self.tallocs[self.talloc_of[buffer]].alignment;
-        let (parent_size, node_size) = (aligned(parent_size, alignment), aligned(hn.size, alignment));
+        let node_size = aligned(self.placed[node.index()].size, alignment);
+        let parent_size = aligned(parent_size, alignment);
         if parent_size > node_size {
-            let addr = Addr { chunk: usize::from(p_hn.chunk), offset: p_hn.offset + node_size };
+            let p_addr = self.addr(parent);
+            let addr = Addr { chunk: p_addr.chunk, offset: p_addr.offset + node_size };
             let size = parent_size - node_size;
             if !self.tallocs[self.talloc_of[buffer]].free_bytes(addr, size) {
                 return Err(self.err(buffer));
@@ -550,11 +559,11 @@ impl Gallocr<'_> {
         Ok(())
     }
 
-    /// `node` takes the memory of the parent whose hash node is `p_hn`.
-    fn take_memory(&mut self, node: TensorId, p_hn: HashNode) {
-        let buffer = usize::from(p_hn.buffer_id);
+    /// `node` takes the memory of `parent`.
+    fn take_memory(&mut self, node: TensorId, parent: TensorId) {
+        let buffer = usize::from(self.hash[parent.index()].buffer_id);
         let size = self.alloc_size(buffer, node);
-        self.hash[node.index()].place(buffer, p_hn.addr(), size);
+        self.place(node, buffer, self.addr(parent), size);
     }
 
     /// `ggml_gallocr_allocate_node` (ggml-alloc.c:622-691). Most calls find the tensor allocated
@@ -595,7 +604,7 @@ impl Gallocr<'_> {
                     // where `view_src->data == parent->data` holds in a reservation (no data yet)
                     let v_hn = self.hash[view_src.index()];
                     if v_hn.n_views == 1 && v_hn.n_children == 0 {
-                        self.take_memory(node, p_hn);
+                        self.take_memory(node, parent);
                         self.hash[parent.index()].allocated = false;
                         self.hash[view_src.index()].allocated = false;
                         if let Some(s) = &mut self.steps {
@@ -609,13 +618,13 @@ impl Gallocr<'_> {
                         return self.free_extra_space(node, view_src, view_src_size);
                     }
                 } else {
-                    self.take_memory(node, p_hn);
+                    self.take_memory(node, parent);
                     self.hash[parent.index()].allocated = false;
                     if let Some(s) = &mut self.steps {
                         s.push(Step::Reuse { buffer: usize::from(p_hn.buffer_id), parent, node });
                     }
                     // the parent got its memory from this allocator, which kept its size
-                    return self.free_extra_space(node, parent, p_hn.size);
+                    return self.free_extra_space(node, parent, self.placed[parent.index()].size);
                 }
             }
         }
@@ -623,7 +632,7 @@ impl Gallocr<'_> {
         let talloc = &mut self.tallocs[self.talloc_of[buffer_id]];
         let alignment = talloc.alignment;
         let addr = talloc.alloc(size).ok_or_else(|| self.err(buffer_id))?;
-        self.hash[node.index()].place(buffer_id, addr, size);
+        self.place(node, buffer_id, addr, size);
         if let Some(s) = &mut self.steps {
             let (chunk, offset, size) = (addr.chunk, addr.offset, aligned(size, alignment));
             s.push(Step::Alloc { buffer: buffer_id, chunk, offset, size, tensor: node });
@@ -636,15 +645,15 @@ impl Gallocr<'_> {
         if self.known[node.index()] & KNOWN_OUTPUT != 0 {
             return Ok(());
         }
-        let hn = self.hash[node.index()];
-        let buffer = usize::from(hn.buffer_id);
+        let (addr, size) = (self.addr(node), self.placed[node.index()].size);
+        let buffer = usize::from(self.hash[node.index()].buffer_id);
         let talloc = &mut self.tallocs[self.talloc_of[buffer]];
         let alignment = talloc.alignment;
-        if !talloc.free_bytes(hn.addr(), hn.size) {
+        if !talloc.free_bytes(addr, size) {
             return Err(self.err(buffer));
         }
         if let Some(s) = &mut self.steps {
-            let (chunk, offset, size) = (usize::from(hn.chunk), hn.offset, aligned(hn.size, alignment));
+            let (chunk, offset, size) = (addr.chunk, addr.offset, aligned(size, alignment));
             s.push(Step::Free { buffer, chunk, offset, size, tensor: node });
         }
         self.hash[node.index()].allocated = false;
@@ -781,6 +790,7 @@ fn run(
         talloc_of,
         tallocs,
         hash: vec![HashNode::default(); ctx.tensors.len()],
+        placed: vec![Placed::default(); ctx.tensors.len()],
         known,
         steps: log.then(Vec::new),
     };
