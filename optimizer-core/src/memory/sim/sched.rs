@@ -521,8 +521,9 @@ enum Kept {
     Copy { of: TensorId, copy: usize },
 }
 
-/// At most this many splits remembered per graph (then it starts over).
-const OPT_MEMO_CAPACITY: usize = 1 << 14;
+/// At most this many splits remembered per graph (then it starts over): some two megabytes, twenty
+/// placements with nothing in common of a model whose experts are on the CPU (170 splits each).
+const OPT_MEMO_CAPACITY: usize = 1 << 12;
 
 /// The memo is a cache: a clone starts empty.
 impl Clone for OptMemo {
