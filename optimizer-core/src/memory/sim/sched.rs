@@ -572,6 +572,8 @@ impl Prepared {
         let mut buffered = Vec::new();
         src_start.push(0);
         for (i, t) in ctx.tensors.iter().enumerate() {
+            // (a view is in its base's memory, never in memory of its own: `own` relies on it)
+            debug_assert!(t.backend.is_none() || t.view_src.is_none(), "a view with a backend of its own");
             let fact = |yes: bool, bit: u8| if yes { bit } else { 0 };
             facts.push(
                 fact(t.backend.is_some(), FACT_RESIDENT)
@@ -792,10 +794,10 @@ pub fn schedule_prepared(
     // pass 5: split graph, find tensors that need to be copied
     let mut splits: Vec<Split> = Vec::new();
     // the sources redirected to copies, (node position, slot), and where each split's start; and
-    // what each tensor made from here on copies: (tensor, copy), by id from `n_tensors`
+    // what each tensor made from here on copies: (tensor, backend, copy), by id from `n_tensors`
     let mut redirected: Vec<(u32, u8)> = Vec::new();
     let mut redirected_from: Vec<usize> = vec![0];
-    let mut origin: Vec<(TensorId, usize)> = Vec::new();
+    let mut origin: Vec<(TensorId, usize, usize)> = Vec::new();
     {
         let first = prepared.op_positions.first().map(|&i| i as usize);
         let backend = first.map_or(0, |i| s.id(Some(nodes[i])).max(0) as usize);
@@ -852,7 +854,7 @@ pub fn schedule_prepared(
                     if s.copies[s.copy_slot(src, cb, 0)].is_none() {
                         for c in 0..n_copies {
                             let copy = dup_tensor_layout(ctx, src);
-                            origin.push((src, c));
+                            origin.push((src, cb, c));
                             if ctx.names {
                                 let name = format!("{}#{}#{c}", cfg.backends[cb].name(), ctx.name(src));
                                 ctx.set_name(copy, name);
@@ -900,7 +902,7 @@ pub fn schedule_prepared(
                         leaf
                     } else {
                         let copy = dup_tensor_layout(ctx, leaf);
-                        origin.push((leaf, c));
+                        origin.push((leaf, b, c));
                         if ctx.names {
                             let name = format!("{}#{}#{c}", cfg.backends[b].name(), ctx.name(leaf));
                             ctx.set_name(copy, name);
@@ -929,6 +931,7 @@ pub fn schedule_prepared(
             let split = Optimized {
                 start: sp.i_start,
                 end: sp.i_end,
+                backend: sp.backend,
                 n_copies,
                 redirected: &redirected[redirected_from[k]..end],
             };
@@ -1037,14 +1040,15 @@ pub fn schedule_prepared(
 struct Optimized<'r> {
     start: usize,
     end: usize,
+    backend: usize,
     n_copies: usize,
     redirected: &'r [(u32, u8)],
 }
 
 impl Optimized<'_> {
     /// [`cuda_opt::graph_optimize`] of the split's nodes (reordered in `nodes`), remembered in
-    /// `memo`. `origin` says what each tensor from `n_tensors` on copies; `copy_of` finds this
-    /// placement's copy.
+    /// `memo`. `origin` says what each tensor from `n_tensors` on copies, and on which backend;
+    /// `copy_of` finds this placement's copy on the split's backend.
     #[allow(clippy::too_many_arguments)]
     fn optimize(
         &self,
@@ -1052,7 +1056,7 @@ impl Optimized<'_> {
         prepared: &Prepared,
         memo: &mut OptTable,
         nodes: &mut [TensorId],
-        origin: &[(TensorId, usize)],
+        origin: &[(TensorId, usize, usize)],
         n_tensors: usize,
         copy_of: impl Fn(TensorId, usize) -> Option<TensorId>,
     ) -> Vec<(TensorId, TensorId)> {
@@ -1088,14 +1092,18 @@ impl Optimized<'_> {
             return deps;
         }
         let deps = cuda_opt::graph_optimize(ctx, use_counts, &mut nodes[range.clone()]);
-        // remember it, unless a dependency names a tensor made here that is not a copy
+        // remember it, unless a dependency names a tensor made here that is not a copy on the split's
+        // backend (the sources only ever read those)
         let kept = deps
             .iter()
             .map(|&(t, until)| {
                 let kept = match t.index().checked_sub(n_tensors) {
                     None => Kept::Tensor(t),
                     Some(i) => {
-                        let &(of, copy) = origin.get(i)?;
+                        let &(of, backend, copy) = origin.get(i)?;
+                        if backend != self.backend {
+                            return None;
+                        }
                         Kept::Copy { of, copy }
                     }
                 };
