@@ -175,8 +175,8 @@ pub struct Scheduled {
     pub node_backend: Vec<usize>,
     /// The backend of each leaf of `graph`.
     pub leaf_backend: Vec<usize>,
-    /// [`alloc::known`] of every tensor of the context after scheduling (the graph's own as
-    /// [`Prepared`] found them, the scheduler's copies and dependencies after them).
+    /// [`alloc::known`] of every tensor of the context after scheduling (the graph's own from the
+    /// [`Prepared`] facts, the scheduler's copies and dependencies after them).
     pub known: Vec<u8>,
     /// The splits.
     pub splits: Vec<Split>,
@@ -238,7 +238,8 @@ struct Sched<'c> {
 const NOWHERE: u8 = u8::MAX;
 
 impl Sched<'_> {
-    /// [`supports_op`], with the placement-independent part of the answer remembered per graph.
+    /// `ggml_backend_supports_op(backends[b], op)`, with the placement-independent part of the
+    /// answer remembered per graph ([`cuda_supports_op_kind`]; [`cpu_supports_op`] in the facts).
     fn supports_op(&self, ctx: &Ctx, b: usize, op: TensorId) -> bool {
         match self.cfg.backends[b] {
             BackendKind::Cuda(dev) => {
@@ -249,7 +250,8 @@ impl Sched<'_> {
         }
     }
 
-    /// [`cuda_sources_on`] from the facts: no source is in another CUDA device's memory.
+    /// The start of `ggml_backend_cuda_device_supports_op`: no source is already in another CUDA
+    /// device's memory (the only part that depends on where the tensors are).
     fn sources_on(&self, dev: usize, op: TensorId) -> bool {
         self.prepared.srcs(op).iter().all(|&src| match self.own(src) {
             Some(b) => !matches!(self.cfg.resident_buft(b), Buft::Cuda(d) if d != dev),
@@ -425,20 +427,19 @@ pub struct Prepared {
     buffered: Vec<(TensorId, TensorId)>,
     /// CUDA's `graph_optimize` of the splits seen so far.
     optimized: OptMemo,
-    /// [`alloc::known`] of each tensor.
-    known: Vec<u8>,
 }
 
-/// [`Prepared::facts`]: the tensor is in memory (`backend`), ...
-const FACT_RESIDENT: u8 = 1;
+/// [`Prepared::facts`]: the allocator's [`alloc::known`] (the tensor is in memory, a view, a graph
+/// input, a graph output) in the low bits, ...
+const FACT_KNOWN: u8 = alloc::KNOWN_RESIDENT | alloc::KNOWN_VIEW | alloc::KNOWN_INPUT | alloc::KNOWN_OUTPUT;
+const FACT_RESIDENT: u8 = alloc::KNOWN_RESIDENT;
+const FACT_INPUT: u8 = alloc::KNOWN_INPUT;
 /// ... its buffer is a weights buffer (`weight`), ...
-const FACT_WEIGHT: u8 = 2;
-/// ... it is a graph input, ...
-const FACT_INPUT: u8 = 4;
+const FACT_WEIGHT: u8 = 16;
 /// ... its op is ROPE or FLASH_ATTN_EXT (which do not follow their weights), ...
-const FACT_ROPE_OR_FA: u8 = 8;
+const FACT_ROPE_OR_FA: u8 = 32;
 /// ... the CPU backend does not support its op.
-const FACT_CPU_REJECTS: u8 = 16;
+const FACT_CPU_REJECTS: u8 = 64;
 
 /// Whether the CUDA backend supports each tensor's op, its types and shapes (the part of
 /// `supports_op` that does not depend on the placement), by arena index, worked out when first
@@ -570,15 +571,15 @@ impl Prepared {
         let mut srcs = Vec::with_capacity(n * 2);
         let mut src_slot = Vec::with_capacity(n * 2);
         let mut buffered = Vec::new();
+        let mut view_src = Vec::with_capacity(n);
         src_start.push(0);
         for (i, t) in ctx.tensors.iter().enumerate() {
             // (a view is in its base's memory, never in memory of its own: `own` relies on it)
             debug_assert!(t.backend.is_none() || t.view_src.is_none(), "a view with a backend of its own");
             let fact = |yes: bool, bit: u8| if yes { bit } else { 0 };
             facts.push(
-                fact(t.backend.is_some(), FACT_RESIDENT)
+                alloc::known(t)
                     | fact(t.weight, FACT_WEIGHT)
-                    | fact(t.flags & FLAG_INPUT != 0, FACT_INPUT)
                     | fact(matches!(t.op, Op::Rope | Op::FlashAttnExt), FACT_ROPE_OR_FA)
                     | fact(!cpu_supports_op(t), FACT_CPU_REJECTS),
             );
@@ -589,6 +590,7 @@ impl Prepared {
                 }
             }
             src_start.push(srcs.len() as u32);
+            view_src.push(t.view_src);
             let base = t.view_src.unwrap_or(TensorId::new(i));
             if ctx.t(base).backend.is_some() {
                 buffered.push((TensorId::new(i), base));
@@ -609,13 +611,12 @@ impl Prepared {
             op_nodes,
             op_positions,
             facts,
-            view_src: ctx.tensors.iter().map(|t| t.view_src).collect(),
+            view_src,
             src_start,
             srcs,
             src_slot,
             buffered,
             optimized: OptMemo::default(),
-            known: ctx.tensors.iter().map(alloc::known).collect(),
         }
     }
 
@@ -1028,7 +1029,7 @@ pub fn schedule_prepared(
 
     // the graph's facts, the inputs pipeline parallelism pins (pass 6), and the tensors made here
     let mut known = Vec::with_capacity(ctx.tensors.len());
-    known.extend_from_slice(&prepared.known);
+    known.extend(prepared.facts.iter().map(|f| f & FACT_KNOWN));
     for &input in &graph_inputs {
         known[input.index()] = alloc::known(ctx.t(input));
     }
@@ -1139,14 +1140,6 @@ fn dup_tensor_layout(ctx: &mut Ctx, t: TensorId) -> TensorId {
     dup
 }
 
-/// `ggml_backend_supports_op(backends[b], op)`.
-pub fn supports_op(cfg: &SchedConfig, b: usize, ctx: &Ctx, op: TensorId) -> bool {
-    match cfg.backends[b] {
-        BackendKind::Cuda(dev) => cuda_supports_op(cfg, dev, ctx, ctx.t(op)),
-        BackendKind::Cpu => cpu_supports_op(ctx.t(op)),
-    }
-}
-
 /// `ggml_backend_cpu_device_supports_op` (ggml-cpu.cpp:424-487) for the ops and buffer types
 /// llama.cpp's graphs use here (no extra buffer types: with GPUs, CPU weights are in `CUDA_Host`).
 fn cpu_supports_op(t: &Tensor) -> bool {
@@ -1171,28 +1164,8 @@ fn contiguous_1(t: &Tensor) -> bool {
 }
 
 /// `ggml_backend_cuda_device_supports_op` (ggml-cuda.cu:5252-5731) for the ops of [`Op`], built
-/// with CUB (common.cuh:114) and a non-integrated device.
-fn cuda_supports_op(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> bool {
-    cuda_sources_on(cfg, dev, ctx, t) && cuda_supports_op_kind(ctx, t)
-}
-
-/// The start of `ggml_backend_cuda_device_supports_op`: no source is already in another CUDA
-/// device's memory. The only part that depends on where the tensors are.
-fn cuda_sources_on(cfg: &SchedConfig, dev: usize, ctx: &Ctx, t: &Tensor) -> bool {
-    for src in t.src.iter().flatten() {
-        if let Some(b) = ctx.t(*src).backend {
-            if let Buft::Cuda(d) = cfg.resident_buft(usize::from(b)) {
-                if d != dev {
-                    return false;
-                }
-            }
-        }
-    }
-    true
-}
-
-/// The rest of `ggml_backend_cuda_device_supports_op`: the op, its types and shapes, the same on
-/// every CUDA device and for every placement.
+/// with CUB (common.cuh:114) and a non-integrated device, less its start ([`Sched::sources_on`]):
+/// the op, its types and shapes, the same on every CUDA device and for every placement.
 fn cuda_supports_op_kind(ctx: &Ctx, t: &Tensor) -> bool {
     use GgmlType as T;
     let src = |i: usize| t.src[i].map(|s| ctx.t(s));
